@@ -4,9 +4,10 @@
 # PYTHON: the interpreter to install into (default: python3).
 # PACKAGE: folders under packages/ to install (default: all six, editable, with test extras).
 # TORCH_SPEC picks the PyTorch build (default torch==2.13.0, the CPU wheel CI uses);
-# GPU users set e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# GPU users point it at the CUDA build they need, e.g.
+#   TORCH_SPEC="torch==2.13.0 --index-url <PyTorch wheel index for your CUDA version>"
 # or leave the image's own torch with TORCH_SPEC=skip.
-# EDITABLE=0 installs non-editable (Docker); EXTRAS=test adds the test tools.
+# EDITABLE=0 installs non-editable (Docker); EXTRAS=test (default) adds the test tools, EXTRAS=none skips them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 py=${1:-python3}
@@ -16,8 +17,11 @@ pkgs=("$@")
 torch_spec=${TORCH_SPEC:-torch==2.13.0}
 editable=${EDITABLE:-1}
 extras=${EXTRAS:-test}
+if [ "$extras" = none ]; then extras=; fi
 
-pip_install() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
+pip_install() {
+    if [ "${DRY_RUN:-0}" = 1 ]; then echo "pip install $*"; else "$py" -m pip install --disable-pip-version-check -q "$@"; fi
+}
 
 if [ "$torch_spec" != skip ]; then
     # shellcheck disable=SC2086
@@ -26,7 +30,7 @@ fi
 args=()
 for p in "${pkgs[@]}"; do
     target="$here/packages/$p"
-    [ -n "$extras" ] && target="$target[$extras]"
+    if [ -n "$extras" ]; then target="$target[$extras]"; fi
     if [ "$editable" = 1 ]; then args+=(-e "$target"); else args+=("$target"); fi
 done
 pip_install "${args[@]}"

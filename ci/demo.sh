@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# make demo: write the synthetic world once, then run every package's demo (its README train and
+# evaluation commands on that world), then print one result row per package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${1:-.venv/bin/python}
+bin=$(cd "$(dirname "$py")" && pwd)
+export PATH="$bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+out=${DEMO_OUT:-$PWD/demo_out}
+world=$out/world
+mkdir -p "$out/results"
+echo "== synthetic world -> $world"
+itr-synth --out "$world" --layout all --size "${DEMO_SIZE:-demo}"
+for demo in packages/*/demo.sh; do
+    [ -e "$demo" ] || continue
+    pkg=$(basename "$(dirname "$demo")")
+    echo "== $pkg"
+    ( cd "$(dirname "$demo")" && DEMO_WORLD="$world" DEMO_OUT="$out/$pkg" DEMO_RESULTS="$out/results" bash demo.sh )
+done
+echo "== results"
+"$py" -m itr_common.results "$out/results"

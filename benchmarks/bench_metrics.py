@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from itr_common.metrics import evaluate_sims, i2t, t2i
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from itr_common.errors import UserError
 from itr_common.losses import ContrastiveLoss, contrastive_loss
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from itr_common.errors import UserError
 from itr_common.metrics import (
     RetrievalResult,

@@ -6,6 +6,7 @@ import importlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -67,9 +68,12 @@ def test_default_install_is_pinned_cpu_torch_and_all_packages_editable():
 def test_wheels_carry_code_and_package_data(tmp_path):
     """Non-editable installs (Docker) must carry every module and data file (configs, tables)."""
     for pkg in ["common", *PAPERS]:
+        # Build from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+        copy = tmp_path / "src" / pkg
+        shutil.copytree(ROOT / "packages" / pkg, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "tests"))
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
-             str(ROOT / "packages" / pkg)],
+             str(copy)],
             check=True,
             capture_output=True,
         )

@@ -23,7 +23,6 @@ import pickle
 import random
 import re
 import signal
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from itr_common.errors import UserError, require_file
+from itr_common.fileio import atomic_open
 
 ALLOWED_CONTENT = "tensors, numbers, strings, containers and argparse.Namespace"
 _NUMPY_DTYPE_NAMES = (
@@ -60,35 +60,12 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically: temp file in the same folder, flush, fsync, rename.
 
     The folder is created if needed. On any error the temp file is removed and ``path`` is untouched.
+    ``torch.save`` writes through the file object, so the zip's inner folder is ``archive`` (as when
+    saving to a path named ``archive``), never the temp file's name.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-    return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (best effort: not every filesystem allows opening a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+    return Path(path)
 
 
 def load_checkpoint(

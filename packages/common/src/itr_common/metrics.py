@@ -26,17 +26,17 @@ float32/float64 CPU tensor; other dtypes and devices are converted (one copy).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from itr_common.errors import did_you_mean, fail, require_file
+from itr_common.errors import did_you_mean, fail
+from itr_common.fileio import read_json, write_json_atomic
 
 Metrics = tuple[float, float, float, float, float]
 """``(r1, r5, r10, medr, meanr)``."""
@@ -216,15 +216,7 @@ def i2t(
     of shape (N,): the rank of each image's best caption and the column of its top caption (the
     originals hold the same values in float64 arrays). ``npts``, when given, must equal N.
     """
-    matrix = _to_numpy(sims, "sims")
-    _check_layout(matrix, captions_per_image, npts)
-    ranks = _ranks_from_sims(
-        matrix, captions_per_image, want_i2t=True, want_t2i=False, want_top1=return_ranks, chunk_rows=chunk_rows
-    )
-    metrics = metrics_from_ranks(ranks.i2t)
-    if return_ranks:
-        return metrics, (ranks.i2t, ranks.i2t_top1)
-    return metrics
+    return _one_direction(sims, "i2t", return_ranks, npts, captions_per_image, chunk_rows)
 
 
 def t2i(
@@ -239,14 +231,28 @@ def t2i(
     Returns ``(r1, r5, r10, medr, meanr)``; with ``return_ranks`` also ``(ranks, top1)``, both int64
     of shape (k*N,): the rank of each caption's image and the row of its top image.
     """
+    return _one_direction(sims, "t2i", return_ranks, npts, captions_per_image, chunk_rows)
+
+
+def _one_direction(
+    sims: np.ndarray | torch.Tensor,
+    direction: Literal["i2t", "t2i"],
+    return_ranks: bool,
+    npts: int | None,
+    captions_per_image: int,
+    chunk_rows: int,
+) -> Metrics | tuple[Metrics, tuple[np.ndarray, np.ndarray]]:
+    """:func:`i2t` (``direction="i2t"``) or :func:`t2i` (``"t2i"``): check ``sims``, rank, summarise."""
     matrix = _to_numpy(sims, "sims")
     _check_layout(matrix, captions_per_image, npts)
+    is_i2t = direction == "i2t"
     ranks = _ranks_from_sims(
-        matrix, captions_per_image, want_i2t=False, want_t2i=True, want_top1=return_ranks, chunk_rows=chunk_rows
+        matrix, captions_per_image, want_i2t=is_i2t, want_t2i=not is_i2t, want_top1=return_ranks, chunk_rows=chunk_rows
     )
-    metrics = metrics_from_ranks(ranks.t2i)
+    per_query, top1 = (ranks.i2t, ranks.i2t_top1) if is_i2t else (ranks.t2i, ranks.t2i_top1)
+    metrics = metrics_from_ranks(per_query)
     if return_ranks:
-        return metrics, (ranks.t2i, ranks.t2i_top1)
+        return metrics, (per_query, top1)
     return metrics
 
 
@@ -374,13 +380,7 @@ class RetrievalResult:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` to ``path`` atomically (temp file + rename); create parent dirs."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n"
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, target)
-        return target
+        return write_json_atomic(path, self.to_dict(), default=_jsonable)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "result") -> RetrievalResult:
@@ -407,12 +407,7 @@ class RetrievalResult:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> RetrievalResult:
         """Read a file written by :meth:`write_json`."""
-        file = require_file(path, "retrieval result JSON")
-        try:
-            data = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            fail(f"{file}: expected a JSON retrieval result, found invalid JSON ({err})")
-        return cls.from_dict(data, source=str(file))
+        return cls.from_dict(read_json(path, "retrieval result JSON"), source=str(Path(path)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from itr_common.errors import UserError, fail, require_dir, require_file
+from itr_common.fileio import atomic_open, write_lines_atomic
 
 DEV_SPLIT = "dev"
 DEV_CAPTIONS = 5000
@@ -352,9 +353,8 @@ def collate_sorted_by_length(batch: Sequence[T], length_of: Callable[[T], Any]) 
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr, allow_pickle=False)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, arr, allow_pickle=False)
 
 
 def _write_text_lines(path: Path, lines: Sequence[str], what: str) -> None:
@@ -363,10 +363,7 @@ def _write_text_lines(path: Path, lines: Sequence[str], what: str) -> None:
             raise UserError(f"{path}: expected {what} as str, found {type(line).__name__} at line {i + 1}")
         if "\n" in line or "\r" in line:
             raise UserError(f"{path}: expected one {what} a line, found a line break inside line {i + 1}")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(f"{line}\n" for line in lines)
-    os.replace(tmp, path)
+    write_lines_atomic(path, lines)
 
 
 def write_precomp_split(

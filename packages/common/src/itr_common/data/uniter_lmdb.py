@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from itr_common.errors import UserError, fail, require_dir, require_file
+from itr_common.fileio import read_json, write_json_atomic
 
 META_KEYS = ("CLS", "SEP", "MASK", "v_range")
 KEYS_KEY = b"__keys__"
@@ -286,25 +287,6 @@ class LmdbWriter:
             self.env.close()
 
 
-def _load_json(path: Path, what: str, expect: type) -> Any:
-    require_file(path, what)
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"{path}: expected {what} as JSON, found invalid JSON ({err})")
-    if not isinstance(value, expect):
-        fail(f"{path}: expected a JSON {expect.__name__} ({what}), found {type(value).__name__}")
-    return value
-
-
-def _dump_json(path: Path, value: Any, indent: int | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=indent)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------
 # txt_db
 
@@ -381,11 +363,11 @@ class TxtTokLmdb:
     def __init__(self, db_dir: str | os.PathLike, max_txt_len: int = 60, readahead: bool = False) -> None:
         self.db_dir = require_dir(db_dir, "txt_db directory")
         self.max_txt_len = max_txt_len
-        self.meta: dict[str, Any] = _load_json(self.db_dir / "meta.json", "txt_db meta", dict)
+        self.meta: dict[str, Any] = read_json(self.db_dir / "meta.json", "txt_db meta", expect=dict)
         missing = [k for k in META_KEYS if k not in self.meta]
         if missing:
             fail(f"{self.db_dir / 'meta.json'}: expected keys {', '.join(META_KEYS)}, missing {', '.join(missing)}")
-        id2len = _load_json(self.db_dir / "id2len.json", "txt_db id2len", dict)
+        id2len = read_json(self.db_dir / "id2len.json", "txt_db id2len", expect=dict)
         bad = next((k for k, v in id2len.items() if not isinstance(v, int) or isinstance(v, bool)), None)
         if bad is not None:
             fail(f"{self.db_dir / 'id2len.json'}: expected integer lengths, found {id2len[bad]!r} for id '{bad}'")
@@ -417,12 +399,12 @@ class TxtTokLmdb:
     @cached_property
     def txt2img(self) -> dict[str, Any]:
         """txt_id -> img_fname."""
-        return _load_json(self.db_dir / "txt2img.json", "txt_db txt2img", dict)
+        return read_json(self.db_dir / "txt2img.json", "txt_db txt2img", expect=dict)
 
     @cached_property
     def img2txts(self) -> dict[str, list[str]]:
         """img_fname -> [txt_id, ...]."""
-        return _load_json(self.db_dir / "img2txts.json", "txt_db img2txts", dict)
+        return read_json(self.db_dir / "img2txts.json", "txt_db img2txts", expect=dict)
 
 
 def get_ids_and_lens(db: TxtTokLmdb, rank: int = 0, world_size: int = 1) -> tuple[list[int], list[str]]:
@@ -472,10 +454,10 @@ def write_txt_db(db_dir: str | os.PathLike, records: Iterable[Mapping[str, Any]]
             txt2img[key] = record["img_fname"]
             for fname in _img_fnames(record["img_fname"]):
                 img2txts[fname].append(key)
-    _dump_json(db_dir / "meta.json", dict(meta), indent=4)
-    _dump_json(db_dir / "id2len.json", id2len)
-    _dump_json(db_dir / "txt2img.json", txt2img)
-    _dump_json(db_dir / "img2txts.json", dict(img2txts))
+    write_json_atomic(db_dir / "meta.json", dict(meta), indent=4)
+    write_json_atomic(db_dir / "id2len.json", id2len, indent=None)
+    write_json_atomic(db_dir / "txt2img.json", txt2img, indent=None)
+    write_json_atomic(db_dir / "img2txts.json", dict(img2txts), indent=None)
     return db_dir
 
 
@@ -538,7 +520,7 @@ class DetectFeatLmdb:
 
     @staticmethod
     def _load_nbb(path: Path) -> dict[str, int]:
-        name2nbb = _load_json(path, "nbb map", dict)
+        name2nbb = read_json(path, "nbb map", expect=dict)
         bad = next((k for k, v in name2nbb.items() if not isinstance(v, int) or v < 0), None)
         if bad is not None:
             fail(f"{path}: expected a non-negative integer nbb per image, found {name2nbb[bad]!r} for '{bad}'")
@@ -696,7 +678,7 @@ def write_img_db(
             name2nbb[fname] = nbb
         writer.put(KEYS_KEY, json.dumps(list(name2nbb)).encode("utf-8"))
     if conf_th != -1:
-        _dump_json(root / nbb_file_name(conf_th, max_bb, min_bb), name2nbb)
+        write_json_atomic(root / nbb_file_name(conf_th, max_bb, min_bb), name2nbb, indent=None)
     return db_path
 
 

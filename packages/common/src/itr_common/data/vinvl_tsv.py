@@ -43,7 +43,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ import torch
 
 from itr_common.checkpoint import save_atomic
 from itr_common.errors import fail, require_file
+from itr_common.fileio import atomic_open, read_json, write_bytes_atomic, write_json_atomic, write_lines_atomic
 
 FEATURE_DIM = 2054  # 2048 region feature + 6 box values (OSCAR --img_feature_dim)
 FEATURES_NAME = "features"
@@ -83,8 +83,7 @@ def generate_lineidx_file(tsv_file: str | os.PathLike, lineidx_file: str | os.Pa
             offsets.append(position)
             position += len(line)
     try:
-        with _atomic_output(target) as out:
-            out.write(_format_offsets(offsets))
+        write_bytes_atomic(target, _format_offsets(offsets))
     except OSError as err:
         fail(f"{target}: cannot write the line index of {source} ({err.strerror or err})")
     return target
@@ -291,12 +290,7 @@ class TSVFile:
 def load_imageid2idx(path: str | os.PathLike, num_rows: int | None = None) -> dict[str, int]:
     """``imageid2idx.json`` as {str image_id: row index}, each index checked to be in ``[0, num_rows)``."""
     source = require_file(path, "imageid2idx.json")
-    try:
-        mapping = json.loads(source.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"{source}: expected JSON {{image_id: row index}}, found unreadable JSON ({err})")
-    if not isinstance(mapping, dict):
-        fail(f"{source}: expected a JSON object {{image_id: row index}}, found {type(mapping).__name__}")
+    mapping = read_json(source, "JSON {image_id: row index}", expect=dict)
     for key, row in mapping.items():
         if isinstance(row, bool) or not isinstance(row, int):
             fail(f"{source}: image id {key}: expected an int row index, found {row!r}")
@@ -611,22 +605,6 @@ def read_img_keys(path: str | os.PathLike) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------- writers
-@contextlib.contextmanager
-def _atomic_output(target: Path) -> Iterator[BinaryIO]:
-    """A binary handle on a temp file beside ``target``, renamed over it when the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_tsv(tsv_file: str | os.PathLike, rows: Iterable[Sequence[Any]]) -> Path:
     """Write ``rows`` (fields joined by tabs) and the matching ``.lineidx``; return the TSV path.
 
@@ -635,7 +613,7 @@ def write_tsv(tsv_file: str | os.PathLike, rows: Iterable[Sequence[Any]]) -> Pat
     target = Path(tsv_file)
     offsets: list[int] = []
     position = 0
-    with _atomic_output(target) as out:
+    with atomic_open(target) as out:
         for number, row in enumerate(rows):
             fields = [str(value) for value in row]
             for value in fields:
@@ -645,8 +623,7 @@ def write_tsv(tsv_file: str | os.PathLike, rows: Iterable[Sequence[Any]]) -> Pat
             offsets.append(position)
             out.write(line)
             position += len(line)
-    with _atomic_output(lineidx_path_for(target)) as out:
-        out.write(_format_offsets(offsets))
+    write_bytes_atomic(lineidx_path_for(target), _format_offsets(offsets))
     return target
 
 
@@ -684,8 +661,7 @@ def write_features_tsv(
     )
     write_tsv(tsv_path, rows)
     mapping = {str(image_id): row for row, image_id in enumerate(image_ids)}
-    with _atomic_output(directory / IMAGEID2IDX_NAME) as out:
-        out.write(json.dumps(mapping).encode("utf-8"))
+    write_json_atomic(directory / IMAGEID2IDX_NAME, mapping, indent=None)
     return tsv_path
 
 
@@ -729,9 +705,7 @@ def write_img_keys(path: str | os.PathLike, keys: Iterable[int]) -> Path:
     """Write image ids one a line (the ``test_img_keys.tsv`` format); return the path."""
     target = Path(path)
     image_ids = [_as_image_id(key, target) for key in keys]
-    with _atomic_output(target) as out:
-        out.write("".join(f"{image_id}\n" for image_id in image_ids).encode("ascii"))
-    return target
+    return write_lines_atomic(target, map(str, image_ids))
 
 
 # ------------------------------------------------------------------------------ retrieval split container

@@ -21,7 +21,6 @@ Embedding weights ~ N(0, 0.02), biases 0, LayerNorm weight 1 and bias 0: BERT's 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,9 @@ from typing import Any
 
 import torch
 
+from itr_common.checkpoint import save_atomic
 from itr_common.errors import fail
+from itr_common.fileio import write_json_atomic, write_lines_atomic
 
 # ----------------------------------------------------------------------------------------------
 # configs
@@ -269,29 +270,6 @@ def _google_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _save_json(path: Path, value: Any, indent: int | None = 2, sort_keys: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save_torch(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:  # a file object: the zip's inner folder is 'archive', not the temp name
-        torch.save(obj, f)
-    os.replace(tmp, path)
-
-
-def _write_lines(path: Path, lines: Iterable[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(f"{line}\n" for line in lines)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------
 # BERT vocabulary and directory
 
@@ -341,13 +319,13 @@ def write_bert_dir(
     cfg = dict(config) if config is not None else tiny_config(len(vocab_tokens))
     cfg["vocab_size"] = len(vocab_tokens)
     _check_config(cfg, "BERT")
-    _write_lines(out / "vocab.txt", vocab_tokens)
-    _save_json(out / "bert_config.json", cfg)
+    write_lines_atomic(out / "vocab.txt", vocab_tokens)
+    write_json_atomic(out / "bert_config.json", cfg)
     hf = {"architectures": ["BertForPreTraining"], "model_type": "bert", "layer_norm_eps": 1e-12, "pad_token_id": 0,
           **cfg}
-    _save_json(out / "config.json", hf)
+    write_json_atomic(out / "config.json", hf)
     state = random_state_dict(google_bert_state_dict_shapes(cfg), seed=seed, tied=BERT_TIED)
-    _save_torch(out / "pytorch_model.bin", _google_names(state))
+    save_atomic(_google_names(state), out / "pytorch_model.bin")
     return out
 
 
@@ -369,8 +347,8 @@ def write_uniter_checkpoint(
     """
     path = Path(path)
     state = random_state_dict(uniter_state_dict_shapes(config, img_dim, label_dim), seed=seed, tied=UNITER_TIED)
-    _save_torch(path, state)
-    _save_json(Path(config_path) if config_path is not None else path.with_suffix(".json"), dict(config))
+    save_atomic(state, path)
+    write_json_atomic(Path(config_path) if config_path is not None else path.with_suffix(".json"), dict(config))
     return path
 
 
@@ -449,14 +427,14 @@ def write_oscar_checkpoint_dir(
     if config.get("vocab_size") != len(vocab_tokens):
         fail(f"OSCAR config: vocab_size {config.get('vocab_size')} differs from the {len(vocab_tokens)} vocab tokens")
     state = random_state_dict(oscar_state_dict_shapes(config), seed=seed)
-    _save_torch(out / "pytorch_model.bin", state)
-    _save_json(out / "config.json", dict(config), sort_keys=True)
-    _write_lines(out / "vocab.txt", vocab_tokens)
-    _save_json(out / "special_tokens_map.json", {
+    save_atomic(state, out / "pytorch_model.bin")
+    write_json_atomic(out / "config.json", dict(config), sort_keys=True)
+    write_lines_atomic(out / "vocab.txt", vocab_tokens)
+    write_json_atomic(out / "special_tokens_map.json", {
         "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
     }, indent=None)
-    _save_json(out / "added_tokens.json", {}, indent=None)
-    _save_torch(out / "training_args.bin", oscar_training_args(config, **training_args))
+    write_json_atomic(out / "added_tokens.json", {}, indent=None)
+    save_atomic(oscar_training_args(config, **training_args), out / "training_args.bin")
     return out
 
 

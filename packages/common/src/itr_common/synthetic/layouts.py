@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from itr_common.errors import did_you_mean, fail
+from itr_common.errors import UserError, did_you_mean, fail
+from itr_common.fileio import read_json, write_json_atomic, write_text_atomic
 from itr_common.synthetic import checkpoints as ckpt
 from itr_common.synthetic.world import PUNCTUATION, World, WorldConfig, WorldSplit
 
@@ -65,13 +66,6 @@ def bert_tokens_for(world: World) -> list[str]:
 
 def _all_captions(world: World) -> list[str]:
     return [c for split in world.splits.values() for c in split.captions]
-
-
-def _write_json(path: Path, value: Any, indent: int | None = 2) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=indent) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -394,10 +388,9 @@ def read_stamp(out: str | os.PathLike) -> dict[str, Any] | None:
     """The ``world.json`` of a tree, or None when there is none (or it is unreadable)."""
     path = Path(out) / STAMP_FILE
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, "world stamp", expect=dict)
+    except (UserError, OSError):
         return None
-    return value if isinstance(value, dict) else None
 
 
 def check_layouts(layouts: Iterable[str]) -> tuple[str, ...]:
@@ -436,7 +429,7 @@ def write_world(world: World, out: str | os.PathLike, layouts: Sequence[str] = L
         written.update(write_uniter(world, root))
     if "vinvl" in chosen:
         written.update(write_vinvl(world, root))
-    (root / README_FILE).write_text(readme_text(world, chosen), encoding="utf-8")
+    write_text_atomic(root / README_FILE, readme_text(world, chosen))
     stamp = {
         "stamp": config_stamp(world.config, chosen),
         "format_version": FORMAT_VERSION,
@@ -447,7 +440,7 @@ def write_world(world: World, out: str | os.PathLike, layouts: Sequence[str] = L
         "backgrounds": list(world.backgrounds),
         "written": written.items,
     }
-    _write_json(root / STAMP_FILE, stamp)
+    write_json_atomic(root / STAMP_FILE, stamp)
     return written.items
 
 

@@ -15,7 +15,6 @@ transformers is imported inside the functions that need it, so importing this mo
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from itr_common.errors import did_you_mean, fail, require_dir, require_file
+from itr_common.fileio import read_json
 
 if TYPE_CHECKING:
     from transformers import BertConfig, BertModel, BertTokenizer
@@ -168,13 +168,8 @@ def bert_config_from_json(path: str | os.PathLike, **overrides: Any) -> BertConf
     """
     from transformers import BertConfig
 
-    path = require_file(path, "BERT config")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"{path}: expected a JSON BERT config, found invalid JSON ({err})")
-    if not isinstance(values, dict):
-        fail(f"{path}: expected a JSON object, found {type(values).__name__}")
+    path = Path(path)
+    values = read_json(path, "BERT config", expect=dict)
     missing = [key for key in REQUIRED_CONFIG_KEYS if key not in values]
     if missing:
         fail(f"{path}: expected BERT config keys {list(REQUIRED_CONFIG_KEYS)}, missing {missing}")
@@ -192,20 +187,21 @@ def bert_config_from_json(path: str | os.PathLike, **overrides: Any) -> BertConf
 
 def find_bert_config(directory: str | os.PathLike) -> Path:
     """The config file of a BERT directory: ``bert_config.json``, else ``config.json``."""
-    directory = require_dir(directory, "BERT directory")
-    for name in BERT_CONFIG_FILES:
-        if (directory / name).is_file():
-            return directory / name
-    fail(f"{directory}: expected a BERT config ({' or '.join(BERT_CONFIG_FILES)}), found neither")
+    return _first_file_in_bert_dir(directory, BERT_CONFIG_FILES, "a BERT config")
 
 
 def find_bert_weights(directory: str | os.PathLike) -> Path:
     """The weights file of a BERT directory: ``pytorch_model.bin``, else ``model.safetensors``."""
+    return _first_file_in_bert_dir(directory, BERT_WEIGHT_FILES, "BERT weights")
+
+
+def _first_file_in_bert_dir(directory: str | os.PathLike, names: Sequence[str], what: str) -> Path:
+    """The first of ``names`` that is a file in the BERT directory, or fail naming them all."""
     directory = require_dir(directory, "BERT directory")
-    for name in BERT_WEIGHT_FILES:
+    for name in names:
         if (directory / name).is_file():
             return directory / name
-    fail(f"{directory}: expected BERT weights ({' or '.join(BERT_WEIGHT_FILES)}), found neither")
+    fail(f"{directory}: expected {what} ({' or '.join(names)}), found neither")
 
 
 # --------------------------------------------------------------------------------------- weights

@@ -19,7 +19,6 @@ VSRN checkout (Python 2 or 3) loads the file with a plain ``pickle.load``.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 from collections import Counter
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from itr_common.errors import fail, require_file
+from itr_common.fileio import read_json, write_bytes_atomic, write_json_atomic
 from itr_common.text.tokenize import word_tokenize
 
 __all__ = [
@@ -183,15 +183,6 @@ def _load_pickle(path: Path) -> Vocabulary:
     fail(f"{path}: expected a pickled Vocabulary, found {type(obj).__name__}")
 
 
-def _load_json(path: Path) -> Vocabulary:
-    try:
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"{path}: expected a JSON vocabulary, found invalid JSON ({err})")
-    return Vocabulary.from_state(state, path)
-
-
 def load_vocab(path: str | os.PathLike) -> Vocabulary:
     """Load a SCAN ``.json`` or a VSRN ``.pkl`` vocabulary (safely: no code runs)."""
     path = require_file(path, "vocabulary file")
@@ -199,24 +190,11 @@ def load_vocab(path: str | os.PathLike) -> Vocabulary:
     if suffix in {".pkl", ".pickle"}:
         return _load_pickle(path)
     if suffix == ".json":
-        return _load_json(path)
+        return Vocabulary.from_state(read_json(path, "JSON vocabulary"), path)
     fail(f"{path}: expected a vocabulary file ending in .pkl or .json, found '{suffix or path.name}'")
 
 
 # ----------------------------------------------------------------------------------------- saving
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def vocabulary_pickle_bytes(vocab: Vocabulary, class_path: str = "vocab.Vocabulary") -> bytes:
@@ -246,17 +224,13 @@ def vocabulary_pickle_bytes(vocab: Vocabulary, class_path: str = "vocab.Vocabula
 
 def save_vocab_pickle(vocab: Vocabulary, path: str | os.PathLike, class_path: str = "vocab.Vocabulary") -> Path:
     """Write ``vocab`` as VSRN's ``*_vocab.pkl`` (class ``vocab.Vocabulary``, protocol 2), atomically."""
-    path = Path(path)
-    _write_atomic(path, vocabulary_pickle_bytes(vocab, class_path))
-    return path
+    return write_bytes_atomic(path, vocabulary_pickle_bytes(vocab, class_path))
 
 
 def save_vocab_json(vocab: Vocabulary, path: str | os.PathLike) -> Path:
     """Write ``vocab`` as SCAN's ``serialize_vocab`` does (``word2idx``, ``idx2word``, ``idx``)."""
-    path = Path(path)
     state = {"word2idx": vocab.word2idx, "idx2word": {str(i): w for i, w in vocab.idx2word.items()}, "idx": vocab.idx}
-    _write_atomic(path, json.dumps(state).encode("utf-8"))
-    return path
+    return write_json_atomic(path, state, indent=None)
 
 
 # -------------------------------------------------------------------------------------- building

@@ -163,8 +163,13 @@ def _init_horovod(device: str | torch.device | None) -> DistInfo:
 
 
 def shutdown() -> None:
-    """Tear down the process group (or horovod); a no-op in a single process."""
+    """Tear down the process group (or horovod); a no-op in a single process.
+
+    Every rank meets at a barrier first: a rank that destroys its gloo group while a peer is still
+    talking to it makes the peer abort ("terminate called without an active exception").
+    """
     if _torch_initialized():
+        tdist.barrier()
         tdist.destroy_process_group()
     hvd = _horovod()
     if hvd is not None:

@@ -1,0 +1,91 @@
+"""``iais-reproduce``: evaluate a fine-tuned checkpoint on a data root and print it beside the paper's numbers.
+
+    iais-reproduce --checkpoint ckpt/model_step_5000.pt --data_root /data --dataset flickr [--fp16]
+
+``--data_root`` holds the README tree (``txt_db/``, ``img_db/``, ``pretrained/``); the test split is
+``txt_db/itm_flickr30k_test.db`` + ``img_db/flickr30k`` (Flickr30K 1K) or ``txt_db/itm_coco_test.db`` +
+``img_db/coco_val2014`` (COCO 5K). The evaluation is ``inf_itm.py``'s (all pairs, standard R@K).
+
+The paper rows are not verified against the paper's Table 1 (it could not be retrieved): they are the
+Papers-with-Code entries of the IAIS paper, most likely UNITER-large + IAIS.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from itr_common.errors import ArgumentParser, cli_entry, require_dir
+from itr_common.metrics import RetrievalResult
+from itr_iais import inf_itm
+from itr_iais.options import BUNDLED_CONFIG_DIR
+
+DATASETS = {
+    "flickr": ("itm_flickr30k_test.db", "flickr30k", "f30k"),
+    "coco": ("itm_coco_test.db", "coco_val2014", "coco5k"),
+}
+PAPER_ROWS: dict[str, dict[str, dict[str, list[float]]]] = {
+    "IAIS (Papers with Code; UNITER-large + IAIS presumably; unverified)": {
+        "f30k": {"i2t": [88.3, 98.4, 99.4], "t2i": [76.86, 93.30, 95.72]},
+        "coco5k": {"i2t": [67.78, 89.7, 94.48]},
+    },
+}
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="iais-reproduce", description="Measured recall beside the IAIS paper's.")
+    p.add_argument("--checkpoint", required=True, help="fine-tuned model_step_N.pt (original keys)")
+    p.add_argument("--data_root", required=True, help="folder with txt_db/ and img_db/")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="flickr")
+    p.add_argument("--model_config", default=str(BUNDLED_CONFIG_DIR / "uniter-base.json"),
+                   help="uniter-base.json (default) / uniter-large.json / the synthetic uniter-tiny.json")
+    p.add_argument("--output_dir", default=None, help="default: <checkpoint dir>/reproduce_<dataset>")
+    p.add_argument("--batch_size", type=int, default=400)
+    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--compressed_db", action="store_true")
+    return p
+
+
+def _cells(values: Sequence[float] | None) -> list[str]:
+    return [f"{v:.2f}" for v in values] if values else ["-", "-", "-"]
+
+
+def comparison_table(result: RetrievalResult, key: str) -> str:
+    """Rows: measured, then each paper row for ``key`` (``f30k`` / ``coco5k``)."""
+    header = ["row", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "rsum"]
+    rows = [["measured", *_cells(result.i2t[:3]), *_cells(result.t2i[:3]), f"{result.rsum:.2f}"]]
+    for name, table in PAPER_ROWS.items():
+        entry = table.get(key)
+        if entry is None:
+            continue
+        i2t, t2i = entry.get("i2t"), entry.get("t2i")
+        rsum = f"{sum(i2t) + sum(t2i):.2f}" if i2t and t2i else "-"
+        rows.append([name, *_cells(i2t), *_cells(t2i), rsum])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def run(opts: argparse.Namespace) -> RetrievalResult | None:
+    root = require_dir(opts.data_root, "--data_root")
+    txt_name, img_name, key = DATASETS[opts.dataset]
+    default_out = Path(opts.checkpoint).resolve().parent / f"reproduce_{opts.dataset}"
+    out = Path(opts.output_dir) if opts.output_dir else default_out
+    argv = ["--txt_db", str(root / "txt_db" / txt_name), "--img_db", str(root / "img_db" / img_name),
+            "--checkpoint", opts.checkpoint, "--model_config", opts.model_config, "--output_dir", str(out),
+            "--batch_size", str(opts.batch_size)]
+    argv += ["--fp16"] * opts.fp16 + ["--compressed_db"] * opts.compressed_db
+    result = inf_itm.run(inf_itm.parse_args(argv))
+    if result is not None:
+        print(comparison_table(result, key), flush=True)
+    return result
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    run(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

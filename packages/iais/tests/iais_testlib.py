@@ -1,0 +1,47 @@
+"""Shared helpers of the IAIS tests: the package folder and tiny training command lines."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+TINY_CONFIG = PACKAGE_DIR / "config" / "train-itm-flickr-tiny-hn.json"
+
+
+def data_flags(world: Path, checkpoint: Path | None = None) -> list[str]:
+    """Command-line overrides pointing the tiny config at ``world`` (absolute paths)."""
+    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
+    return [
+        "--train_txt_dbs", str(txt / "itm_flickr30k_train.db"),
+        "--train_img_dbs", str(img),
+        "--val_txt_db", str(txt / "itm_flickr30k_val.db"),
+        "--val_img_db", str(img),
+        "--test_txt_db", str(txt / "itm_flickr30k_test.db"),
+        "--test_img_db", str(img),
+        "--model_config", str(world / "pretrained" / "uniter-tiny.json"),
+        "--checkpoint", str(checkpoint or world / "pretrained" / "uniter-tiny.pt"),
+    ]
+
+
+def train_argv(world: Path, out: Path, *extra: str, checkpoint: Path | None = None) -> list[str]:
+    """The README training command with the tiny config, pointed at ``world`` and writing to ``out``."""
+    return ["--config", str(TINY_CONFIG), *data_flags(world, checkpoint), "--output_dir", str(out), *extra]
+
+
+QUICK = ("--num_train_steps", "4", "--valid_steps", "2", "--train_batch_size", "1", "--warmup_steps", "1")
+"""Four updates of one iteration each, validation and checkpoints at updates 2 and 4."""
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Tiny models run several times faster on one intra-op thread (and do not fight other processes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,68 @@
+"""Two gloo processes: gradients averaged as horovod's allreduce, torchrun on the original script name."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from iais_testlib import PACKAGE_DIR, QUICK, train_argv
+
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE",
+               "GROUP_RANK", "TORCHELASTIC_RUN_ID")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reduce_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from itr_common import dist
+    from itr_iais.train_itm_hard_negatives import reduce_gradients
+
+    dist.init_distributed(device="cpu")
+    layer = torch.nn.Linear(2, 2)
+    layer.weight.grad = torch.full((2, 2), float(rank + 1))
+    layer.bias.grad = torch.tensor([rank * 4.0, 1.0])
+    reduce_gradients(list(layer.parameters()))
+    Path(out, f"rank{rank}.json").write_text(json.dumps([layer.weight.grad.tolist(), layer.bias.grad.tolist()]))
+    dist.shutdown()
+
+
+@pytest.mark.dist
+def test_gradients_are_averaged_over_processes(tmp_path):
+    mp.spawn(_reduce_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        weight, bias = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert weight == [[1.5, 1.5], [1.5, 1.5]] and bias == [2.0, 1.0]
+
+
+@pytest.mark.dist
+def test_torchrun_two_processes_train_and_evaluate(world, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "train_itm_hard_negatives.py", *train_argv(world, out, *QUICK, "--IAIS", "distributed")]
+    proc = subprocess.run(cmd, cwd=PACKAGE_DIR, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "ckpt" / "model_step_4_final.pt").is_file() and (out / "ckpt" / "train_state_4.pt").is_file()
+    two_ranks = json.loads((out / "results_test" / "scores.json").read_text())
+
+    from itr_iais.inf_itm import main
+
+    single = tmp_path / "single"
+    main(["--txt_db", str(world / "txt_db" / "itm_flickr30k_test.db"), "--img_db", str(world / "img_db" / "flickr30k"),
+          "--checkpoint", str(out / "ckpt" / "model_step_4_final.pt"),
+          "--model_config", str(world / "pretrained" / "uniter-tiny.json"), "--output_dir", str(single)])
+    assert json.loads((single / "scores.json").read_text()) == pytest.approx(two_ranks, abs=1e-9)

@@ -1,0 +1,133 @@
+"""Training and inference end to end on the tiny world: outputs, checkpoint format, resume, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from iais_testlib import PACKAGE_DIR, QUICK, train_argv
+
+from itr_common.checkpoint import load_checkpoint
+from itr_common.models.uniter import UniterConfig
+from itr_iais.evaluate import ORIGINAL_KEYS
+from itr_iais.model import UniterForImageTextRetrievalHardNeg
+from itr_iais.results_io import load_results
+
+
+def test_outputs_follow_the_original_layout(trained_run: Path):
+    log, ckpt = trained_run / "log", trained_run / "ckpt"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "model_step_2.pt", "model_step_4.pt", "model_step_4_final.pt", "train_state_2.pt", "train_state_4.pt"]
+    hps = json.loads((log / "hps.json").read_text())
+    assert hps["IAIS"] == "singular" and hps["negative_size"] == 15 and hps["hard_neg_size"] == 7
+    assert json.loads((log / "model.json").read_text())["hidden_size"] == 64
+    assert "Running training" in (log / "log.txt").read_text()
+    assert any(p.name.startswith("events.out.tfevents") for p in log.iterdir())
+    scores = json.loads((trained_run / "results_test" / "scores.json").read_text())
+    assert list(scores) == list(ORIGINAL_KEYS)
+    result = json.loads((trained_run / "results_test" / "retrieval_result.json").read_text())
+    assert result["protocol"] == "f30k" and result["n_images"] == 20 and result["n_captions"] == 100
+
+
+def test_checkpoint_is_a_plain_state_dict_with_original_keys(trained_run: Path, world: Path):
+    state = load_checkpoint(trained_run / "ckpt" / "model_step_4.pt")
+    config = UniterConfig.from_json_file(world / "pretrained" / "uniter-tiny.json", img_dim=32)
+    model = UniterForImageTextRetrievalHardNeg(config)
+    assert list(state) == list(model.state_dict())  # same names, same order
+    model.load_state_dict(state, strict=True)
+    # as the original's aliasing leaves it: itm_output row 1 equals the trained ranking head
+    assert torch.equal(state["itm_output.weight"][1], state["rank_output.weight"][0])
+    train_state = load_checkpoint(trained_run / "ckpt" / "train_state_4.pt")
+    assert train_state["step"] == 4 and "optimizer" in train_state and "rng" in train_state
+
+
+def test_inference_writes_original_files_and_matches_training_eval(trained_run: Path, world: Path, tmp_path: Path):
+    from itr_iais.inf_itm import main
+
+    out = tmp_path / "inf"
+    argv = ["--txt_db", str(world / "txt_db" / "itm_flickr30k_test.db"),
+            "--img_db", str(world / "img_db" / "flickr30k"),
+            "--checkpoint", str(trained_run / "ckpt" / "model_step_4_final.pt"),
+            "--model_config", str(world / "pretrained" / "uniter-tiny.json"), "--output_dir", str(out),
+            "--train_config", str(trained_run / "log" / "hps.json"), "--batch_size", "7"]
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} >= {"config.json", "results.bin", "results.npz", "scores.json",
+                                               "retrieval_result.json"}
+    assert json.loads((out / "config.json").read_text())["batch_size"] == 7
+    scores = json.loads((out / "scores.json").read_text())
+    trained = json.loads((trained_run / "results_test" / "scores.json").read_text())
+    assert scores == pytest.approx(trained, abs=1e-9)  # same weights, blocks of 7 vs 16 images
+    matrix, txt_ids, img_ids = load_results(out / "results.bin")  # restricted unpickler
+    safe = load_results(out)  # results.npz
+    assert matrix.shape == (100, 20) and torch.allclose(matrix, safe[0]) and txt_ids == safe[1] and img_ids == safe[2]
+
+
+def test_resume_continues_from_the_last_train_state(trained_run: Path, world: Path, tmp_path: Path, capsys):
+    from itr_iais.train_itm_hard_negatives import main
+
+    out = tmp_path / "resumed"
+    out.mkdir()
+    (out / "ckpt").mkdir()
+    for name in ("model_step_2.pt", "train_state_2.pt"):  # a run killed after update 2
+        (out / "ckpt" / name).write_bytes((trained_run / "ckpt" / name).read_bytes())
+    assert main(train_argv(world, out, *QUICK, "--IAIS", "singular", "--resume")) == 0
+    assert "resumed from" in (out / "log" / "log.txt").read_text()
+    assert (out / "ckpt" / "model_step_4.pt").is_file() and (out / "ckpt" / "model_step_4_final.pt").is_file()
+    assert json.loads((out / "ckpt" / "..").joinpath("log", "hps.json").read_text())["resume"] is True
+
+
+def test_sigterm_saves_then_exits(world: Path, tmp_path: Path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(PACKAGE_DIR / "train_itm_hard_negatives.py"),
+           *train_argv(world, out, "--num_train_steps", "100000", "--valid_steps", "100000", "--train_batch_size", "1")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        log = out / "log" / "log.txt"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (log.is_file() and "Running training" in log.read_text()):
+            time.sleep(0.2)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    states = list((out / "ckpt").glob("train_state_*.pt"))
+    assert len(states) == 1
+    step = int(states[0].stem.split("_")[-1])
+    assert (out / "ckpt" / f"model_step_{step}.pt").is_file()
+    assert load_checkpoint(states[0])["step"] == step
+
+
+def test_reproduce_prints_measured_beside_paper(trained_run: Path, world: Path, tmp_path: Path, capsys):
+    from itr_iais.reproduce import main
+
+    assert main(["--checkpoint", str(trained_run / "ckpt" / "model_step_4_final.pt"), "--data_root", str(world),
+                 "--model_config", str(world / "pretrained" / "uniter-tiny.json"),
+                 "--output_dir", str(tmp_path / "repro")]) == 0
+    out = capsys.readouterr().out
+    assert "measured" in out and "88.30" in out and "unverified" in out
+    assert (tmp_path / "repro" / "retrieval_result.json").is_file()
+
+
+def test_pretrain_itm_writes_a_uniter_base_style_checkpoint(world: Path, tmp_path: Path):
+    from itr_iais.pretrain_itm import main
+
+    out = tmp_path / "itm.pt"
+    assert main(["--txt_db", str(world / "txt_db" / "itm_flickr30k_train.db"),
+                 "--img_db", str(world / "img_db" / "flickr30k"),
+                 "--model_config", str(world / "pretrained" / "uniter-tiny.json"), "--output", str(out),
+                 "--num_train_steps", "3", "--train_batch_size", "4"]) == 0
+    state = load_checkpoint(out)
+    reference = load_checkpoint(world / "pretrained" / "uniter-tiny.pt")
+    heads = ("cls.", "feat_regress.", "region_classifier.")
+    assert set(state) == {k for k in reference if not k.startswith(heads)}
+    assert all(state[k].shape == reference[k].shape for k in state)

@@ -1,0 +1,95 @@
+"""DIME checkpoints in the original layout, written atomically and read without running code.
+
+A checkpoint is the dict the original ``train.py`` saves (``checkpoint.pth.tar`` every validation,
+copied to ``model_best.pth.tar`` when the dev score improves)::
+
+    {'epoch': int (epochs begun, as the original's epoch + 1), 'model': [img_enc, txt_enc, itr_module]
+     state dicts, 'best_rsum': float, 'best_r1': float, 'opt': argparse.Namespace, 'Eiters': int}
+
+plus what ``--resume`` needs to continue exactly (absent from the original's files, which still load):
+``'optimizer'`` (Adam state), ``'amp'`` (loss-scaler state), ``'rng'`` (RNG states) and
+``'resume'`` = ``{'epoch': epoch index, 'batch': batches of that epoch already done}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from itr_common.checkpoint import load_checkpoint, save_atomic
+from itr_common.errors import fail
+from itr_dime.model import DIME, build_bert
+from itr_dime.options import complete_options
+
+ORIGINAL_KEYS = ("epoch", "model", "best_rsum", "best_r1", "opt", "Eiters")
+CHECKPOINT_FILE = "checkpoint.pth.tar"
+BEST_FILE = "model_best.pth.tar"
+
+
+def save_checkpoint(state: dict[str, Any], is_best: bool, prefix: str | os.PathLike = "") -> Path:
+    """Write ``prefix/checkpoint.pth.tar`` atomically; when ``is_best`` copy it (atomically) to
+    ``prefix/model_best.pth.tar``. Returns the checkpoint path."""
+    folder = Path(prefix)
+    path = save_atomic(state, folder / CHECKPOINT_FILE)
+    if is_best:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{BEST_FILE}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, folder / BEST_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a DIME checkpoint (weights_only; ``opt`` Namespace allowed) and check its layout."""
+    state = load_checkpoint(path, map_location=map_location)
+    if not isinstance(state, dict):
+        fail(f"{path}: expected a DIME checkpoint dict with keys {list(ORIGINAL_KEYS)}, found {type(state).__name__}")
+    missing = [key for key in ("model", "opt") if key not in state]
+    if missing:
+        fail(f"{path}: expected a DIME checkpoint with keys {list(ORIGINAL_KEYS)}, missing {missing}")
+    if not isinstance(state["opt"], argparse.Namespace):
+        fail(f"{path}: expected 'opt' to be an argparse.Namespace, found {type(state['opt']).__name__}")
+    return state
+
+
+def has_bert_weights(state: dict[str, Any]) -> bool:
+    """Whether the checkpoint's text encoder carries BERT's weights (the original saves them)."""
+    model = state.get("model")
+    return isinstance(model, list | tuple) and len(model) == 3 and any(k.startswith("bert.") for k in model[1])
+
+
+def load_model(
+    path: str | os.PathLike,
+    data_path: str | None = None,
+    bert_path: str | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[DIME, argparse.Namespace, dict[str, Any]]:
+    """Build the model a checkpoint describes and load its weights; returns ``(model, opt, checkpoint)``.
+
+    ``data_path`` / ``bert_path`` replace the paths saved in ``opt``. BERT's pretrained weights are only
+    read from ``bert_path`` when the checkpoint does not hold them (its config and vocabulary always are).
+    """
+    state = read_checkpoint(path)
+    opt = complete_options(state["opt"])
+    if data_path is not None:
+        opt.data_path = data_path
+    if bert_path is not None:
+        opt.bert_path = bert_path
+    bert = build_bert(opt.bert_path, load_weights=not has_bert_weights(state))
+    model = DIME(opt, bert=bert)
+    model.load_original_state_dict(state["model"], source=str(path))
+    return model.to(device).eval(), opt, state
+
+
+__all__ = ["BEST_FILE", "CHECKPOINT_FILE", "ORIGINAL_KEYS", "has_bert_weights", "load_model", "read_checkpoint",
+           "save_checkpoint"]

@@ -1,0 +1,65 @@
+"""``evaluate_models.py`` of DIME as a command (the original edits paths inside the script instead).
+
+    python evaluate_models.py --model_path runs/f30k_i2t/model_best.pth.tar --data_path $DATA_PATH --split test
+    python evaluate_models.py --model_path runs/coco_i2t/model_best.pth.tar \\
+        --model_path2 runs/coco_t2i/model_best.pth.tar --data_path $DATA_PATH --split testall --fold5
+
+Defaults are the script's first (uncommented) line: the Flickr30K i2t model, split ``test``, no fold5.
+Prints R@1/5/10, medr, meanr both ways, the (correct) rsum and the protocol; writes a JSON result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from itr_common.errors import ArgumentParser, cli_entry
+from itr_common.logging import setup_logging
+from itr_common.metrics import RetrievalResult
+from itr_dime.evaluation_models import EvalSettings, evalrank
+
+DEFAULT_MODEL = "pretrain_model/flickr/Flickr30K_DIME_it.pth.tar"
+
+
+def build_parser(prog: str = "evaluate_models.py") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description="Evaluate a DIME checkpoint, or the ensemble of two.")
+    add = parser.add_argument
+    add("--model_path", default=DEFAULT_MODEL, help="checkpoint (model_best.pth.tar) to evaluate")
+    add("--model_path2", default=None, help="second checkpoint: evaluate the ensemble (mean of both score matrices)")
+    add("--data_path", default=None, help="root of the precomp data (default: the checkpoint's)")
+    add("--bert_path", default=None, help="BERT directory (default: the checkpoint's)")
+    add("--data_name", default=None, help="f30k_precomp | coco_precomp (default: the checkpoint's)")
+    add("--split", default="test", help="test (Flickr30K), testall (COCO 5K), dev")
+    add("--fold5", action="store_true", help="COCO 1K: mean over the five 1K folds of testall")
+    add("--batch_size", type=int, default=None, help="encoding batch size (default: the checkpoint's)")
+    add("--shard_size", type=int, default=None, help="images/captions per scoring block (default 2 x batch_size)")
+    add("--workers", type=int, default=0, help="data loader workers")
+    add("--device", default=None, help="cpu | cuda | cuda:N")
+    add("--fp16", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
+    add("--out", default=None, help="JSON result path (default: dime_result_<protocol>.json)")
+    return parser
+
+
+def run(argv: Sequence[str] | None, prog: str) -> RetrievalResult:
+    args = build_parser(prog).parse_args(argv)
+    setup_logging()
+    paths = [args.model_path] + ([args.model_path2] if args.model_path2 else [])
+    settings = EvalSettings(
+        data_path=args.data_path, bert_path=args.bert_path, data_name=args.data_name, split=args.split,
+        fold5=args.fold5, batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
+        device=args.device, fp16=args.fp16,
+    )
+    result = evalrank(paths, settings)
+    print(result.table())
+    out = result.write_json(args.out or f"dime_result_{result.protocol}.json")
+    print(f"result written to {out}")
+    return result
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> RetrievalResult:
+    """``dime-evaluate`` / ``python evaluate_models.py``."""
+    return run(argv, "evaluate_models.py")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Fixtures of the DIME tests: the synthetic world, tiny trained checkpoints, the package folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dime_testlib import PACKAGE_DIR, README_I2T, README_T2I, single_thread, train_argv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic world in the precomp layout (+ bert/): data/{f30k,coco}_precomp, bert/."""
+    from itr_common.synthetic import generate_world, preset, write_world
+
+    out = tmp_path_factory.mktemp("world")
+    write_world(generate_world(preset("tiny")), out, layouts=("precomp",))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Checkpoints of one short epoch of each direction on Flickr30K-like and COCO-like data."""
+    from itr_dime.train import main
+
+    runs = {}
+    with single_thread():
+        for data_name in ("f30k_precomp", "coco_precomp"):
+            for direction, readme in (("i2t", README_I2T), ("t2i", README_T2I)):
+                out = tmp_path_factory.mktemp(f"{data_name}_{direction}")
+                main(train_argv(world, out, data_name, readme, "--num_epochs", "1", "--batch_size", "16"))
+                runs[f"{data_name}/{direction}"] = out / "model_best.pth.tar"
+    return runs
+
+
+@pytest.fixture
+def in_package_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from packages/dime (where the original script names live)."""
+    monkeypatch.chdir(PACKAGE_DIR)
+    return PACKAGE_DIR
+
+

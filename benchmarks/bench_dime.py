@@ -3,19 +3,23 @@
 DIME scores every image-caption pair with its routed interaction module, so evaluation cost is linear in
 images x captions. Two ways of filling the (n_img, n_cap) score matrix are timed on the same encoded split:
 
-- ``original``: the original ``calItr`` scheme, kept here only: per block of ``shard`` images x ``shard``
-  captions, both slices are copied from numpy to the device again, scored under ``torch.no_grad`` and
-  written into a float64 numpy matrix;
+- ``original``: the original scheme, kept here only: ``calItr`` copies both slices of every block of
+  ``shard`` images x ``shard`` captions from numpy to the device again, scores it under ``torch.no_grad``
+  and writes a float64 numpy matrix; inside the block, its Cross-Modal Refinement and Global-Local
+  Guidance cells (``models/Refinement.py``, ``models/Cells.py``) loop over the captions one at a time
+  (all images at once), which is emulated by patching those two cells of ours with such loops;
 - ``ours``: :func:`itr_dime.evaluation.score_matrix`: captions moved to the device once, each image shard
-  once per row of blocks, ``torch.inference_mode``, float32 matrix, autocast with ``--fp16``.
+  once per row of blocks, every cell batched over the whole image x caption block,
+  ``torch.inference_mode``, float32 matrix, autocast with ``--fp16``.
 
-Both give the same matrix (checked). Query latency is the time to score one caption against a Flickr30K
-(1K images) or COCO (5K images) gallery at the measured pairs/s. Training: one optimisation step (forward,
-VSE++ + path-regularisation loss, backward, Adam) on a batch of ``--batch`` pairs with the README's
-``--extra_stc 1``; samples/s.
+Both give the same matrix (the largest difference is printed). Query latency is the time to score one
+caption against a Flickr30K (1K images) or COCO (5K images) gallery at the measured pairs/s. Training: one
+optimisation step (forward, VSE++ + path-regularisation loss, backward, Adam) on a batch of ``--batch``
+pairs with the README's ``--extra_stc 1``; samples/s.
 
 ``--model tiny`` is the synthetic world's size (1-layer BERT, embed 32, 8 regions of 32-d features);
-``--model base`` the paper's (BERT-base, embed 1024, 36 regions of 2048-d features); use a GPU for that.
+``--model base`` the paper's (BERT-base and the original defaults: embed 256, 36 regions of 2048-d
+features, 32 tokens, blocks of 2 x 32); use a GPU for that.
 Weights are random: throughput does not depend on them.
 
 Run: ``python benchmarks/bench_dime.py --out bench_out/dime.json`` (add ``--model base --fp16`` on a GPU).
@@ -29,15 +33,20 @@ import platform
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
 from transformers import BertConfig, BertModel
 
+from itr_dime.attention import cross_attention
+from itr_dime.cells import GlobalLocalGuidanceCell, global_local_guidance
 from itr_dime.evaluation import EncodedSplit, score_matrix
 from itr_dime.losses import dime_loss
 from itr_dime.model import DIME
 from itr_dime.options import default_options
+from itr_dime.pairs import PairContext
+from itr_dime.refinement import Refinement
 
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -76,8 +85,36 @@ def random_split(opt: argparse.Namespace, n_img: int, regions: int, words: int) 
     )
 
 
+def refinement_looped_over_captions(self: Refinement, local: torch.Tensor, ctx: PairContext) -> torch.Tensor:
+    """The original ``Refinement.forward_i2t`` / ``forward_t2i``: one caption of the block at a time."""
+    lens = ctx.stc_lens.tolist()  # the original's cap_lens live on the host
+    outs = []
+    for j in range(ctx.n_stc):
+        query = local[:, j if local.shape[1] > 1 else 0]  # (a, L, d)
+        if self.direction == "i2t":
+            context = ctx.wrd[j, : lens[j]].unsqueeze(0)  # the caption's words, truncated to its length
+        else:
+            context = ctx.rgn
+        attended, _ = cross_attention(query, context, self.raw_feature_norm, self.lambda_softmax)
+        outs.append(self.refine(query, attended).expand(ctx.n_img, -1, -1))
+    return torch.stack(outs, dim=1)  # (n_img, n_stc, L, d)
+
+
+def guidance_looped_over_captions(
+    self: GlobalLocalGuidanceCell, x: torch.Tensor, ctx: PairContext
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original ``GlobalLocalGuidanceCell.forward_i2t`` / ``forward_t2i``: one caption at a time."""
+    outs = []
+    for j in range(ctx.n_stc):
+        local = x[:, j if x.shape[1] > 1 else 0]  # (a, L, d)
+        guide = ctx.stc[j][None, None, :] if self.direction == "i2t" else ctx.img[:, None, :]
+        outs.append(global_local_guidance(local, self.fc_1(local), guide).expand(ctx.n_img, -1, -1))
+    return torch.stack(outs, dim=1), self.router(x)
+
+
 def original_score_matrix(model: DIME, enc: EncodedSplit, shard: int, device: torch.device) -> np.ndarray:
-    """The original ``calItr``: every block's slices copied from numpy to the device, float64 output."""
+    """The original ``calItr``: every block's slices copied from numpy to the device, float64 output, and
+    Cross-Modal Refinement looped over the block's captions."""
     rgn, img, wrd, stc = (t.numpy() for t in (enc.rgn, enc.img, enc.wrd, enc.stc))
     lens = enc.lens
     n_img, n_cap = len(rgn), len(stc)
@@ -85,7 +122,8 @@ def original_score_matrix(model: DIME, enc: EncodedSplit, shard: int, device: to
     model.eval()
     for i in range(0, n_img, shard):
         for j in range(0, n_cap, shard):
-            with torch.no_grad():
+            with (torch.no_grad(), mock.patch.object(Refinement, "forward", refinement_looped_over_captions),
+                  mock.patch.object(GlobalLocalGuidanceCell, "forward", guidance_looped_over_captions)):
                 block = model.score(
                     torch.from_numpy(rgn[i:i + shard]).to(device), torch.from_numpy(img[i:i + shard]).to(device),
                     torch.from_numpy(wrd[j:j + shard]).to(device), torch.from_numpy(stc[j:j + shard]).to(device),
@@ -157,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--model", choices=list(SIZES), default="tiny")
     p.add_argument("--images", type=int, default=100, help="images scored against their 5x captions")
     p.add_argument("--shard", type=int, default=64, help="block side (the original: 2 x --batch_size)")
-    p.add_argument("--words", type=int, default=16, help="tokens per caption")
+    p.add_argument("--words", type=int, default=32, help="tokens per caption (--max_words)")
     p.add_argument("--batch", type=int, default=32, help="training batch (pairs)")
     p.add_argument("--train-iters", dest="train_iters", type=int, default=3)
     p.add_argument("--fp16", action="store_true", help="also time autocast scoring and train with it (CUDA)")

@@ -2,9 +2,10 @@
 
 (LgQu/DIME ``evaluation.py``: ``encode_data``, ``calItr``, ``i2t``, ``t2i``, ``evalrank``.) DIME scores each
 image-caption pair with its interaction module, so the (n_img, n_cap) matrix is built block by block:
-``shard_size`` images x ``shard_size`` captions per forward pass (the original loops over the captions
-of a block one at a time), under ``torch.inference_mode`` and optional autocast. Besides the encoded
-split (regions (N, R, d), words (5N, W, d)) memory holds one block's activations and the float32 matrix.
+``shard_size`` images x ``shard_size`` captions per forward pass (the original's refinement and guidance
+cells loop over the captions of a block one at a time), under ``torch.inference_mode`` and optional
+autocast. Besides the encoded split (regions (N, R, d), words (5N, W, d)) memory holds one block's
+activations and the float32 matrix.
 """
 
 from __future__ import annotations

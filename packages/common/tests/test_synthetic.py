@@ -30,6 +30,7 @@ from itr_common.synthetic.world import (
     preset,
     render_caption,
     shuffled_pairs,
+    with_shuffled_training_pairs,
 )
 from itr_common.text import load_bert_model, load_bert_tokenizer, load_vocab
 
@@ -145,6 +146,15 @@ def test_shuffled_pairs_is_a_derangement_of_whole_caption_groups(world):
     perm = [groups[tuple(sh.captions[5 * i : 5 * i + 5])] for i in range(s.n_images)]
     assert sorted(perm) == list(range(s.n_images)) and all(p != i for i, p in enumerate(perm))
     assert shuffled_pairs(s, seed=3).captions == sh.captions
+
+
+def test_with_shuffled_training_pairs_keeps_the_test_pairs_true(world):
+    shuffled = with_shuffled_training_pairs(world, seed=3)
+    assert shuffled.split("test") is world.split("test")
+    for name in ("train", "dev"):
+        assert shuffled.split(name).captions == shuffled_pairs(world.split(name), seed=3).captions
+        assert shuffled.split(name).captions != world.split(name).captions
+    assert world.split("train").captions == generate_world(preset("tiny")).split("train").captions  # not mutated
 
 
 @pytest.mark.parametrize(

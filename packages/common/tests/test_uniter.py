@@ -15,21 +15,10 @@ from itr_common.models.uniter import (
     load_uniter_state_dict,
     rename_original_keys,
 )
+from itr_common.synthetic import checkpoints
 
-BASE = {
-    "attention_probs_dropout_prob": 0.1,
-    "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1,
-    "hidden_size": 768,
-    "initializer_range": 0.02,
-    "intermediate_size": 3072,
-    "max_position_embeddings": 512,
-    "num_attention_heads": 12,
-    "num_hidden_layers": 12,
-    "type_vocab_size": 2,
-    "vocab_size": 28996,
-}
-LARGE = {**BASE, "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24}
+BASE = checkpoints.UNITER_BASE_CONFIG  # ChenRocks/UNITER config/uniter-base.json
+LARGE = checkpoints.UNITER_LARGE_CONFIG
 TINY = {**BASE, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 2,
         "vocab_size": 40, "max_position_embeddings": 24, "img_dim": 6}
 
@@ -91,7 +80,6 @@ def test_full_size_state_dict_matches_original_keys(cfg, n_keys):
 
 
 def test_full_size_keys_match_synthetic_writer_table():
-    checkpoints = pytest.importorskip("itr_common.synthetic.checkpoints")
     table = {k: tuple(v) for k, v in checkpoints.uniter_state_dict_shapes(BASE).items()}
     with torch.device("meta"):
         model = UniterForImageTextRetrieval(UniterConfig.from_dict(BASE))
@@ -260,7 +248,6 @@ def test_load_pretrained_ignores_heads_and_reports_missing_rank_output():
 
 
 def test_synthetic_tiny_checkpoint_loads(tmp_path):
-    checkpoints = pytest.importorskip("itr_common.synthetic.checkpoints")
     from itr_common.checkpoint import load_checkpoint
 
     config = checkpoints.tiny_config(vocab_size=200)

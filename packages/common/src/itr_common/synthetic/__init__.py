@@ -5,7 +5,8 @@ this world, written in the exact original layouts and read by the same readers a
 real COCO / Flickr30K files.
 
 * :mod:`~itr_common.synthetic.world` - :class:`WorldConfig` (presets ``tiny``, ``small``, ``demo``,
-  ``base``), :func:`generate_world`, :func:`shuffled_pairs` (the honesty control).
+  ``base``), :func:`generate_world`, :func:`shuffled_pairs` and
+  :func:`with_shuffled_training_pairs` (the honesty control).
 * :mod:`~itr_common.synthetic.layouts` - :func:`write_world` and one writer per layout.
 * :mod:`~itr_common.synthetic.checkpoints` - tiny BERT / UNITER / OSCAR checkpoints in the released formats.
 * :mod:`~itr_common.synthetic.probe` - a closed-form word-region retrieval probe (learnability check).
@@ -43,6 +44,7 @@ from itr_common.synthetic.world import (
     generate_world,
     preset,
     shuffled_pairs,
+    with_shuffled_training_pairs,
 )
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "preset",
     "shuffled_pairs",
     "tiny_config",
+    "with_shuffled_training_pairs",
     "uniter_state_dict_shapes",
     "write_bert",
     "write_bert_dir",

@@ -551,6 +551,15 @@ def shuffled_pairs(split: WorldSplit, seed: int = 0) -> WorldSplit:
     )
 
 
+def with_shuffled_training_pairs(world: World, splits: tuple[str, ...] = ("train", "dev"), seed: int = 0) -> World:
+    """A copy of ``world`` whose ``splits`` have :func:`shuffled_pairs`; the other splits (test) stay true.
+
+    Train a model on the copy and test it on the true test pairs: a faithful model stays near chance.
+    """
+    shuffled = {name: shuffled_pairs(split, seed) if name in splits else split for name, split in world.splits.items()}
+    return dataclasses.replace(world, splits=shuffled)
+
+
 __all__ = [
     "ATTRIBUTE_WORDS",
     "BACKGROUND_WORDS",

@@ -170,6 +170,7 @@ def prepare_output_dir(opts: argparse.Namespace, is_main: bool) -> Path:
         fail(f"--output_dir {out}: expected a directory, found a file")
     if out.is_dir() and any(out.iterdir()) and not opts.resume:
         fail(f"--output_dir {out}: already exists and is not empty (pass --resume to continue its last run)")
+    dist.barrier()  # every rank has looked at the folder before rank 0 fills it
     if is_main:
         for sub in ("log", "ckpt", "results_val", "results_test", "results_train"):
             (out / sub).mkdir(parents=True, exist_ok=True)

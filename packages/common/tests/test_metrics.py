@@ -11,6 +11,7 @@ import torch
 from itr_common.errors import UserError
 from itr_common.metrics import (
     RetrievalResult,
+    chance_recalls,
     evaluate_embeddings,
     evaluate_sims,
     fold_slices,
@@ -286,3 +287,19 @@ def test_embedding_shape_errors():
         ranks_from_embeddings(img[:, :4], cap)
     with pytest.raises(UserError, match="multiple of 5"):
         ranks_from_embeddings(img, cap[:-1])
+
+
+def test_chance_recalls_hand_case_and_random_scores():
+    # 2 images x 2 captions each: image 0 finds one of its 2 captions at top 1 with p = 1 - 2/4;
+    # top 5 covers all 4 captions. Text -> image: 1/2 at top 1, certain from top 2 on.
+    tiny = chance_recalls(2, captions_per_image=2, ks=(1, 5))
+    assert tiny["i2t"] == pytest.approx([50.0, 100.0]) and tiny["t2i"] == pytest.approx([50.0, 100.0])
+    # 20 images x 100 captions: i2t 5 / 23.04 / 41.62, t2i 5 / 25 / 50
+    twenty = chance_recalls(20)
+    assert twenty["i2t"] == pytest.approx([5.0, 23.04, 41.62], abs=0.01) and twenty["t2i"] == [5.0, 25.0, 50.0]
+    rng = np.random.default_rng(0)
+    rsums = []
+    for _ in range(200):
+        sims = rng.standard_normal((20, 100))
+        rsums.append(sum(i2t(sims)[:3]) + sum(t2i(sims)[:3]))
+    assert np.mean(rsums) == pytest.approx(twenty["rsum"], abs=4.0)  # 200 draws of std ~27: s.e. ~1.9

@@ -15,7 +15,7 @@ from itr_iais.losses import (
     restricted_attention,
     tsa_threshold,
 )
-from itr_iais.optim import build_optimizer, get_lr_sched, parameter_groups, warmup_linear
+from itr_iais.optim import AdamW, build_optimizer, get_lr_sched, parameter_groups, warmup_linear
 
 # A 3-token text x 2-region toy: every map row sums to one over its allowed keys.
 TXT = [[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]]
@@ -78,7 +78,28 @@ def test_optimizer_groups_exclude_bias_and_layernorm():
     assert decay["weight_decay"] == 0.01 and len(decay["params"]) == 1
     assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 3
     opt = build_optimizer(model, "adamw", 5e-5, [0.9, 0.98], 0.01)
+    assert isinstance(opt, AdamW)
     assert opt.param_groups[0]["betas"] == (0.9, 0.98) and opt.param_groups[0]["eps"] == 1e-6
+
+
+def test_adamw_is_the_original_huggingface_update():
+    # p0 = 1, lr 0.1, betas (0.9, 0.98), eps 0.1 (large, so its placement shows), weight decay 0.01.
+    # step 1, g = 0.5: m = 0.05, v = 0.005; p = 1 - 0.1 * sqrt(0.02) / 0.1 * 0.05 / (sqrt(0.005) + 0.1)
+    #   = 0.9585786, then decay after the step: * (1 - 0.1 * 0.01) = 0.9576201
+    # step 2, g = -0.25: m = 0.02, v = 0.00615; p -= 0.1 * sqrt(0.0396) / 0.19 * 0.02 / (sqrt(0.00615) + 0.1)
+    #   -> 0.9458797, * 0.999 = 0.9449340
+    param = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = AdamW([{"params": [param], "weight_decay": 0.01}], lr=0.1, betas=(0.9, 0.98), eps=0.1)
+    for grad, expected in ((0.5, 0.9576201), (-0.25, 0.9449340)):
+        param.grad = torch.tensor([grad], dtype=torch.float64)
+        opt.step()
+        assert param.item() == pytest.approx(expected, abs=1e-7)
+    # torch.optim.AdamW adds eps after the bias correction and decays first: 0.9156667 after step 1
+    other = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    torch_opt = torch.optim.AdamW([other], lr=0.1, betas=(0.9, 0.98), eps=0.1, weight_decay=0.01)
+    other.grad = torch.tensor([0.5], dtype=torch.float64)
+    torch_opt.step()
+    assert other.item() == pytest.approx(0.9156667, abs=1e-7)
 
 
 def test_singular_text_side_toy():

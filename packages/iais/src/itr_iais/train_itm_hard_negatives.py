@@ -94,11 +94,11 @@ def iais_mode(iais: str | bool, sample_from: str) -> str | None:
 
 
 def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU state dict with the original's key names and its head aliasing.
+    """CPU state dict with the original's key names, ``itm_output`` row 1 set to ``rank_output``.
 
-    The original's ``init_output`` makes ``rank_output`` a view of ``itm_output`` row 1, so its saved
-    ``itm_output`` row 1 always equals ``rank_output``; we write the same values, so the original
-    ``inf_itm.py`` (which always calls ``init_output``) reads our checkpoints correctly.
+    The original's ``init_output`` aliases ``rank_output`` to ``itm_output`` row 1 only until
+    ``model.to(device)`` copies each parameter, so its checkpoints keep the pre-trained row; writing the
+    trained head there lets the original ``inf_itm.py`` (which always calls ``init_output``) score ours correctly.
     """
     state = {k: v.detach().cpu().clone() for k, v in dist.unwrap_model(model).state_dict().items()}
     if "itm_output.weight" in state and "rank_output.weight" in state:

@@ -126,17 +126,24 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what :func:`capture_rng_state` returned (CUDA only when both then and now have it)."""
+    """Restore what :func:`capture_rng_state` returned (CUDA only when both then and now have it).
+
+    The state may come from a checkpoint loaded with ``map_location="cuda"``: every generator state is
+    moved back to the CPU first, where the RNG setters expect it. CUDA states are restored for the
+    devices present now (fewer or more GPUs than when saved: the common ones).
+    """
     try:
         py, npy = state["python"], state["numpy"]
         random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
-        keys = np.asarray(npy["keys"].numpy() if torch.is_tensor(npy["keys"]) else npy["keys"], dtype=np.uint32)
-        np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
-        torch.set_rng_state(state["torch"])
-    except (KeyError, TypeError, ValueError) as err:
+        keys = npy["keys"].cpu().numpy() if torch.is_tensor(npy["keys"]) else npy["keys"]
+        np.random.set_state((npy["kind"], np.asarray(keys, dtype=np.uint32), npy["pos"], npy["has_gauss"],
+                             npy["cached_gaussian"]))
+        torch.set_rng_state(state["torch"].cpu())
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"rng state: expected the dict capture_rng_state() makes, found a bad one ({err})") from None
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(list(state["cuda"])[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
 # -------------------------------------------------------------------------------------- training state

@@ -149,4 +149,6 @@ def test_resume_after_sigterm_continues_the_same_run(world, tmp_path, monkeypatc
     resumed = train.main(train_argv(world, killed_dir, "f30k_precomp", None, *argv,
                                     "--resume", str(killed_dir / "checkpoint.pth.tar")))
     assert len(resumed.losses) == 30 - kill_after
-    torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(full.losses[kill_after:]))
+    # bit for bit on CPU; CUDA kernels (atomic adds in backward) are not deterministic run to run
+    tol = {"atol": 1e-3, "rtol": 1e-3} if torch.cuda.is_available() else {}
+    torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(full.losses[kill_after:]), **tol)

@@ -65,6 +65,13 @@ def autocast_for(device: torch.device, fp16: bool) -> AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
+def model_device(model: torch.nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """``device`` if given, else the device ``model``'s parameters live on."""
+    if device is not None:
+        return torch.device(device)
+    return next(model.parameters()).device
+
+
 @torch.inference_mode()
 def encode_split(
     model: DIME,
@@ -73,11 +80,14 @@ def encode_split(
     max_words: int,
     batch_size: int = 128,
     workers: int = 0,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     fp16: bool = False,
 ) -> EncodedSplit:
-    """Encode every image once and every caption of ``split`` with ``model`` in eval mode (float32 on CPU)."""
-    device = torch.device(device)
+    """Encode every image once and every caption of ``split`` with ``model`` in eval mode (float32 on CPU).
+
+    ``device``: where to run (default: the model's device).
+    """
+    device = model_device(model, device)
     model.eval()
     rgn, img = [], []
     with autocast_for(device, fp16):
@@ -100,17 +110,18 @@ def score_matrix(
     model: DIME,
     enc: EncodedSplit,
     shard_size: int = 64,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     fp16: bool = False,
     show_progress: bool | None = None,
 ) -> torch.Tensor:
-    """The (n_img, n_cap) float32 score matrix, ``shard_size`` x ``shard_size`` pairs per forward pass.
+    """The (n_img, n_cap) float32 score matrix (on the CPU), ``shard_size`` x ``shard_size`` pairs per pass.
 
     The original ``calItr`` with ``shard_size = 2 * batch_size``, batched over the captions of a block.
+    ``device``: where to score (default: the model's device).
     """
     if shard_size < 1:
         fail(f"--shard_size: expected a positive integer, found {shard_size}")
-    device = torch.device(device)
+    device = model_device(model, device)
     model.eval()
     n_img, n_cap = enc.n_images, enc.n_captions
     sims = torch.zeros(n_img, n_cap, dtype=torch.float32)
@@ -148,7 +159,7 @@ def ensemble_scores(
     encoded: Sequence[EncodedSplit],
     part: slice | None = None,
     shard_size: int = 64,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     fp16: bool = False,
 ) -> torch.Tensor:
     """Mean of the models' score matrices over the images ``part`` (default all) and their captions."""
@@ -171,7 +182,7 @@ def evaluate_encoded(
     encoded: Sequence[EncodedSplit],
     protocol: str,
     shard_size: int = 64,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     fp16: bool = False,
 ) -> tuple[RetrievalResult, torch.Tensor | None]:
     """Recalls of one model (or the mean of several models' scores) under ``protocol``.
@@ -202,6 +213,7 @@ __all__ = [
     "encode_split",
     "ensemble_scores",
     "evaluate_encoded",
+    "model_device",
     "protocol_for",
     "score_matrix",
 ]

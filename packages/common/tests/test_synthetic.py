@@ -148,6 +148,15 @@ def test_shuffled_pairs_is_a_derangement_of_whole_caption_groups(world):
     assert shuffled_pairs(s, seed=3).captions == sh.captions
 
 
+def test_honesty_worlds_differ_in_training_captions_only(world, tmp_path):
+    trees = layouts.write_honesty_worlds(world, tmp_path, layouts=("precomp",))
+    real, shuffled = (trees[k] / "data" / "f30k_precomp" for k in ("real", "shuffled"))
+    for name in ("train_caps.txt", "dev_caps.txt"):
+        assert (real / name).read_text() != (shuffled / name).read_text()
+        assert sorted((real / name).read_text().splitlines()) == sorted((shuffled / name).read_text().splitlines())
+    assert (real / "test_caps.txt").read_text() == (shuffled / "test_caps.txt").read_text()
+    assert np.array_equal(np.load(real / "train_ims.npy"), np.load(shuffled / "train_ims.npy"))
+
 def test_with_shuffled_training_pairs_keeps_the_test_pairs_true(world):
     shuffled = with_shuffled_training_pairs(world, seed=3)
     assert shuffled.split("test") is world.split("test")

@@ -30,15 +30,11 @@ def _train_and_test(world_dir: Path, run_dir: Path):
 
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny world with an N_TEST-image test split, and its copy with shuffled train and dev pairs."""
-    from itr_common.synthetic import generate_world, preset, with_shuffled_training_pairs, write_world
+    """The tiny world with an N_TEST-image test split, and its twin with shuffled train and dev pairs."""
+    from itr_common.synthetic import generate_world, preset, write_honesty_worlds
 
     world = generate_world(preset("tiny", n_test=N_TEST))
-    out = {}
-    for name, variant in (("real", world), ("shuffled", with_shuffled_training_pairs(world))):
-        out[name] = tmp_path_factory.mktemp(f"{name}_world")
-        write_world(variant, out[name], layouts=("precomp",))
-    return out
+    return write_honesty_worlds(world, tmp_path_factory.mktemp("worlds"), layouts=("precomp",))
 
 
 @pytest.mark.slow

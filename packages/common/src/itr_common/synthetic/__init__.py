@@ -7,7 +7,8 @@ real COCO / Flickr30K files.
 * :mod:`~itr_common.synthetic.world` - :class:`WorldConfig` (presets ``tiny``, ``small``, ``demo``,
   ``base``), :func:`generate_world`, :func:`shuffled_pairs` and
   :func:`with_shuffled_training_pairs` (the honesty control).
-* :mod:`~itr_common.synthetic.layouts` - :func:`write_world` and one writer per layout.
+* :mod:`~itr_common.synthetic.layouts` - :func:`write_world`, :func:`write_honesty_worlds` (a world and its
+  shuffled twin) and one writer per layout.
 * :mod:`~itr_common.synthetic.checkpoints` - tiny BERT / UNITER / OSCAR checkpoints in the released formats.
 * :mod:`~itr_common.synthetic.probe` - a closed-form word-region retrieval probe (learnability check).
 * :mod:`~itr_common.synthetic.cli` - the ``itr-synth`` console script (``python -m itr_common.synthetic``).
@@ -30,6 +31,7 @@ from itr_common.synthetic.checkpoints import (
 from itr_common.synthetic.layouts import (
     LAYOUTS,
     write_bert,
+    write_honesty_worlds,
     write_precomp,
     write_uniter,
     write_vinvl,
@@ -72,5 +74,6 @@ __all__ = [
     "write_uniter_checkpoint",
     "write_vinvl",
     "write_vocabularies",
+    "write_honesty_worlds",
     "write_world",
 ]

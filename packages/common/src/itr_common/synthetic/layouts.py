@@ -41,7 +41,7 @@ import numpy as np
 from itr_common.errors import UserError, did_you_mean, fail
 from itr_common.fileio import read_json, write_json_atomic, write_text_atomic
 from itr_common.synthetic import checkpoints as ckpt
-from itr_common.synthetic.world import PUNCTUATION, World, WorldConfig, WorldSplit
+from itr_common.synthetic.world import PUNCTUATION, World, WorldConfig, WorldSplit, with_shuffled_training_pairs
 
 FORMAT_VERSION = 1
 LAYOUTS = ("precomp", "uniter", "vinvl")
@@ -442,6 +442,20 @@ def write_world(world: World, out: str | os.PathLike, layouts: Sequence[str] = L
     }
     write_json_atomic(root / STAMP_FILE, stamp)
     return written.items
+
+
+def write_honesty_worlds(world: World, out: str | os.PathLike, layouts: Sequence[str] = LAYOUTS) -> dict[str, Path]:
+    """Write ``world`` to ``out/real`` and its shuffled twin to ``out/shuffled`` (the honesty control).
+
+    The twin's train and dev pairs are shuffled (:func:`~itr_common.synthetic.world.with_shuffled_training_pairs`)
+    and its test pairs are true: the same training run must learn on ``real`` and stay near chance on
+    ``shuffled``. Returns ``{"real": path, "shuffled": path}``.
+    """
+    root = Path(out)
+    trees = {"real": root / "real", "shuffled": root / "shuffled"}
+    write_world(world, trees["real"], layouts)
+    write_world(with_shuffled_training_pairs(world), trees["shuffled"], layouts)
+    return trees
 
 
 def readme_text(world: World, layouts: Sequence[str]) -> str:

@@ -102,6 +102,15 @@ def test_shard_size_does_not_change_the_scores(trained):
     torch.testing.assert_close(score_matrix(model, enc, 3), score_matrix(model, enc, 64), atol=1e-5, rtol=1e-5)
 
 
+def test_scoring_runs_where_the_model_lives_unless_told():
+    import torch
+
+    from itr_dime.evaluation import model_device
+
+    assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert model_device(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert model_device(torch.nn.Linear(2, 2), "meta") == torch.device("meta")
+
 def test_evaluate_ensemble_is_the_mean_of_both_score_matrices(trained, tmp_path):
     import torch
 

@@ -81,35 +81,21 @@ def eval_throughput(model, args, device, autocast) -> dict[str, float]:
             "full_eval_s_coco_5k_x_25k": 5000 * 25000 / pairs_per_s}
 
 
-def text_group(args, gen, iais: bool) -> dict[str, Any]:
-    n = args.negative_size + 1
-    tl = args.txt_len
-    batch = {"input_ids": torch.randint(1000, 28000, (1, tl), generator=gen),
+def random_group(args, gen, iais: bool, sample_from: str) -> dict[str, Any]:
+    """A hard-negative group of ``negative_size + 1`` pairs: one caption x n images (``sample_from="t"``,
+    images sampled for a text) or n captions x one image (``"i"``), in the IAIS or the compact layout."""
+    n, tl = args.negative_size + 1, args.txt_len
+    n_txt, n_img = (1, n) if sample_from == "t" else (n, 1)
+    batch = {"input_ids": torch.randint(1000, 28000, (n_txt, tl), generator=gen),
              "position_ids": torch.arange(tl).unsqueeze(0),
-             "img_feat": torch.randn(n, args.nbb, args.img_dim, generator=gen),
-             "img_pos_feat": torch.rand(n, args.nbb, 7, generator=gen)}
+             "img_feat": torch.randn(n_img, args.nbb, args.img_dim, generator=gen),
+             "img_pos_feat": torch.rand(n_img, args.nbb, 7, generator=gen)}
+    txt_lens, num_bbs = [tl] * n, [args.nbb] * n
     if iais:
-        batch["attn_masks"], batch["txt_attn_masks"], batch["img_attn_masks"] = iais_layout_masks([tl] * n,
-                                                                                                [args.nbb] * n)
+        batch["attn_masks"], batch["txt_attn_masks"], batch["img_attn_masks"] = iais_layout_masks(txt_lens, num_bbs)
     else:
-        batch["attn_masks"] = compact_attn_masks([tl] * n, [args.nbb] * n)
-        batch["gather_index"] = get_gather_index([tl] * n, [args.nbb] * n, tl, batch["attn_masks"].size(1))
-    return batch
-
-
-def image_group(args, gen, iais: bool) -> dict[str, Any]:
-    n = args.negative_size + 1
-    tl = args.txt_len
-    batch = {"input_ids": torch.randint(1000, 28000, (n, tl), generator=gen),
-             "position_ids": torch.arange(tl).unsqueeze(0),
-             "img_feat": torch.randn(1, args.nbb, args.img_dim, generator=gen),
-             "img_pos_feat": torch.rand(1, args.nbb, 7, generator=gen)}
-    if iais:
-        batch["attn_masks"], batch["txt_attn_masks"], batch["img_attn_masks"] = iais_layout_masks([tl] * n,
-                                                                                                [args.nbb] * n)
-    else:
-        batch["attn_masks"] = compact_attn_masks([tl] * n, [args.nbb] * n)
-        batch["gather_index"] = get_gather_index([tl] * n, [args.nbb] * n, tl, batch["attn_masks"].size(1))
+        batch["attn_masks"] = compact_attn_masks(txt_lens, num_bbs)
+        batch["gather_index"] = get_gather_index(txt_lens, num_bbs, tl, batch["attn_masks"].size(1))
     return batch
 
 
@@ -117,8 +103,7 @@ def train_throughput(model, args, device, amp: Amp) -> dict[str, float]:
     """Iterations (an image-sampled + a text-sampled group) per second with IAIS singular."""
     gen = torch.Generator().manual_seed(1)
     iais = args.iais != "none"
-    groups = [(batch_to(image_group(args, gen, iais), device), "i"),
-              (batch_to(text_group(args, gen, iais), device), "t")]
+    groups = [(batch_to(random_group(args, gen, iais, side), device), side) for side in ("i", "t")]
     model.hard_size = args.hard_neg_size
     model.train()
     optimizer = build_optimizer(model, "adamw", 5e-5, (0.9, 0.98), 0.01)

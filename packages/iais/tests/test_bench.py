@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from iais_testlib import single_thread
 
 BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_iais.py"
 
@@ -18,12 +18,9 @@ def test_bench_runs_and_reports(tmp_path, iais):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "iais.json"
-    threads = torch.get_num_threads()  # --threads sets the process-wide count: put it back afterwards
-    try:
+    with single_thread():
         report = bench.main(["--images", "8", "--texts", "2", "--block", "4", "--nbb", "6", "--txt-len", "8",
                              "--negative-size", "7", "--hard-neg-size", "3", "--iais", iais, "--train-iters", "1",
-                             "--threads", "1", "--out", str(out)])
-    finally:
-        torch.set_num_threads(threads)
+                             "--out", str(out)])
     assert json.loads(out.read_text())["config"]["iais"] == iais
     assert report["evaluation"]["pairs_per_s"] > 0 and report["training"]["iterations_per_s"] > 0

@@ -14,14 +14,15 @@ evaluation encodes each image once instead of once per caption.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from itr_common.data.batching import ResumableBatchSampler, attention_mask_from_lengths, loader_generator
 from itr_common.data.precomp import PrecompSplit
 from itr_common.text import encode_caption
 
@@ -64,11 +65,6 @@ class Item:
     extra_ids: torch.Tensor | None = None  # (k, W)
     extra_lengths: torch.Tensor | None = None  # (k,)
     extra_images: torch.Tensor | None = None  # (k, R, D)
-
-
-def attention_mask_from_lengths(lengths: torch.Tensor, max_words: int) -> torch.Tensor:
-    """(n,) lengths -> (n, max_words) int64 mask, 1 for the first ``length`` positions."""
-    return (torch.arange(max_words)[None, :] < lengths[:, None]).long()
 
 
 class DimeCaptionDataset(Dataset):
@@ -143,42 +139,6 @@ def collate_items(items: Sequence[Item], max_words: int | None = None) -> Batch:
     return Batch(images, input_ids, mask, torch.zeros_like(input_ids), lengths, ids)
 
 
-class ResumableBatchSampler(Sampler[list[int]]):
-    """Batches of a sampler's indices; :meth:`skip` drops the first batches of the next pass (resume)."""
-
-    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool = False) -> None:
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self._skip = 0
-
-    def skip(self, n_batches: int) -> None:
-        self._skip = n_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        skip, self._skip = self._skip, 0
-        batch: list[int] = []
-        produced = 0
-        for index in self.sampler:
-            batch.append(int(index))
-            if len(batch) == self.batch_size:
-                if produced >= skip:
-                    yield batch
-                produced += 1
-                batch = []
-        if batch and not self.drop_last and produced >= skip:
-            yield batch
-
-    def __len__(self) -> int:
-        n = len(self.sampler)  # type: ignore[arg-type]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-
-def _loader_generator(seed: int) -> torch.Generator:
-    # an explicit generator keeps DataLoader from drawing its worker base seed from the global RNG
-    return torch.Generator().manual_seed(seed)
-
-
 def train_loader(
     dataset: DimeCaptionDataset, batch_size: int, workers: int, rank: int = 0, world_size: int = 1, seed: int = 0
 ) -> tuple[DataLoader, DistributedSampler, ResumableBatchSampler]:
@@ -194,7 +154,7 @@ def train_loader(
         batch_sampler=batch_sampler,
         num_workers=workers,
         collate_fn=collate_items,
-        generator=_loader_generator(seed),
+        generator=loader_generator(seed),
         persistent_workers=False,
     )
     return loader, sampler, batch_sampler
@@ -224,7 +184,7 @@ def _collate_captions(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.
 def caption_loader(split: PrecompSplit, tokenizer: Any, max_words: int, batch_size: int, workers: int) -> DataLoader:
     """Batches ``(input_ids (B, W), attention_mask (B, W), lengths (B,))`` of a split's captions, in order."""
     return DataLoader(SplitCaptions(split, tokenizer, max_words), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=_collate_captions, generator=_loader_generator(0))
+                      num_workers=workers, collate_fn=_collate_captions, generator=loader_generator(0))
 
 
 class SplitImages(Dataset):
@@ -242,7 +202,7 @@ class SplitImages(Dataset):
 
 def image_loader(split: PrecompSplit, batch_size: int, workers: int) -> DataLoader:
     return DataLoader(SplitImages(split), batch_size=batch_size, shuffle=False, num_workers=workers,
-                      generator=_loader_generator(0))
+                      generator=loader_generator(0))
 
 
 __all__ = [

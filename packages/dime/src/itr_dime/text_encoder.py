@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from itr_common.text.frozen_bert import freeze, last_hidden_state
+
 NGRAM_SIZES = (1, 2, 3)
 
 
@@ -18,23 +20,6 @@ class TextEmbeddings(NamedTuple):
     stc: torch.Tensor
     wrd: torch.Tensor
     bert: torch.Tensor
-
-
-def freeze(module: nn.Module) -> None:
-    """Stop gradients into every parameter of ``module`` (its dropout still follows train/eval mode)."""
-    for param in module.parameters():
-        param.requires_grad = False
-
-
-def last_hidden_state(bert: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      token_type_ids: torch.Tensor) -> torch.Tensor:
-    """BERT's last encoder layer (B, W, H) from a Hugging Face ``BertModel`` (or the original's, which
-    returns ``(all_encoder_layers, pooled)``)."""
-    out = bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-    if hasattr(out, "last_hidden_state"):
-        return out.last_hidden_state
-    layers = out[0]
-    return layers[-1] if isinstance(layers, list | tuple) else layers
 
 
 class EncoderText(nn.Module):

@@ -14,12 +14,9 @@ SIGINT/SIGTERM save a resumable checkpoint at the next step boundary, then exit 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from itr_common.errors import cli_entry, fail, require_dir, require_file
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
+from itr_common.training import DEFERRED_SIGNALS, format_options, signals_deferred, step_decay_lr
 from itr_dime.checkpoints import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from itr_dime.data import Batch, DimeCaptionDataset, train_loader
 from itr_dime.evaluation import FLICKR_PROTOCOL, encode_split, evaluate_encoded
@@ -41,9 +39,6 @@ from itr_dime.model import DIME
 from itr_dime.options import parse_train_args
 
 logger = logging.getLogger("itr_dime.train")
-
-DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
 
 @dataclass
 class TrainResult:
@@ -58,35 +53,7 @@ class TrainResult:
 
 def learning_rate_at(opt: argparse.Namespace, epoch: int) -> float:
     """The original step decay: ``learning_rate * 0.1 ** (epoch // lr_update)``."""
-    return opt.learning_rate * (0.1 ** (epoch // opt.lr_update))
-
-
-@contextlib.contextmanager
-def signals_deferred(signals: Sequence[int] = DEFERRED_SIGNALS) -> Iterator[None]:
-    """Hold SIGINT/SIGTERM during a training step: a signal received meanwhile is raised again right after.
-
-    The handlers active outside (:class:`~itr_common.checkpoint.SaveOnSignal`) then save a checkpoint whose
-    parameters, optimizer state and BatchNorm statistics belong to the same step.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if received:
-        signal.raise_signal(received[0])
-
-
-def format_options(opt: argparse.Namespace) -> str:
-    """The options, three a line, sorted by name (the original's ``print_options``)."""
-    items = [f"{k}: {v}" for k, v in sorted(vars(opt).items())]
-    rows = [" | ".join(items[i : i + 3]) for i in range(0, len(items), 3)]
-    return "\n".join(["----- options -----", *rows, "-" * 19])
+    return step_decay_lr(opt.learning_rate, epoch, opt.lr_update)
 
 
 class Trainer:

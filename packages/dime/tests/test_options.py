@@ -22,7 +22,7 @@ def test_every_original_flag_with_its_default():
     for name, value in ORIGINAL_DEFAULTS.items():
         assert opt[name] == value, name
     added = set(opt) - set(ORIGINAL_DEFAULTS)
-    assert added == {"seed", "device", "fp16", "shard_size"}
+    assert added == {"seed", "device", "fp16", "shard_size", "legacy_save"}
 
 
 @pytest.mark.parametrize("spelling", [["--lambda_softmax=4"], ["--lambda_softmax=9"], ["--lambda_softmax", "9"]])

@@ -24,6 +24,7 @@ import torch
 
 from itr_common.checkpoint import load_checkpoint, save_atomic
 from itr_common.errors import fail
+from itr_common.fileio import atomic_open
 from itr_dime.model import DIME, build_bert
 from itr_dime.options import complete_options
 
@@ -32,11 +33,23 @@ CHECKPOINT_FILE = "checkpoint.pth.tar"
 BEST_FILE = "model_best.pth.tar"
 
 
-def save_checkpoint(state: dict[str, Any], is_best: bool, prefix: str | os.PathLike = "") -> Path:
+def save_legacy_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, _use_new_zipfile_serialization=False)`` (the format of PyTorch < 1.6, which the
+    original's PyTorch 1.0 reads) to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle, _use_new_zipfile_serialization=False)
+    return Path(path)
+
+
+def save_checkpoint(state: dict[str, Any], is_best: bool, prefix: str | os.PathLike = "",
+                    legacy: bool | None = None) -> Path:
     """Write ``prefix/checkpoint.pth.tar`` atomically; when ``is_best`` copy it (atomically) to
-    ``prefix/model_best.pth.tar``. Returns the checkpoint path."""
+    ``prefix/model_best.pth.tar``. ``legacy``: PyTorch's pre-1.6 format (default: ``--legacy_save`` of the
+    state's ``opt``). Returns the checkpoint path."""
     folder = Path(prefix)
-    path = save_atomic(state, folder / CHECKPOINT_FILE)
+    if legacy is None:
+        legacy = bool(getattr(state.get("opt"), "legacy_save", False))
+    path = (save_legacy_atomic if legacy else save_atomic)(state, folder / CHECKPOINT_FILE)
     if is_best:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{BEST_FILE}.", suffix=".tmp")
         os.close(fd)
@@ -92,4 +105,4 @@ def load_model(
 
 
 __all__ = ["BEST_FILE", "CHECKPOINT_FILE", "ORIGINAL_KEYS", "has_bert_weights", "load_model", "read_checkpoint",
-           "save_checkpoint"]
+           "save_checkpoint", "save_legacy_atomic"]

@@ -1,4 +1,8 @@
-"""``evalrank_single`` / ``evalrank_ensemble`` of LgQu/DIME ``evaluation_models.py``, returning results.
+"""LgQu/DIME ``evaluation_models.py`` with its original API: ``evalrank_single(model_path, test_opt=None,
+data_path=None, split='test', fold5=False, data_loader=None)``, ``evalrank_ensemble(model_path, model_path2,
+data_path=None, split='dev', fold5=False)``, the ensemble ``i2t(model, model2, embs, embs2, stc_lens, stc_lens2,
+opt, npts=None, return_ranks=False)`` and ``t2i(sims, opt, npts=None, return_ranks=False)``; plus
+``evalrank(model_paths, settings)`` and :class:`EvalSettings` (ours, used by the command line).
 
 Single model: its own score matrix. Ensemble: the mean of two models' score matrices (the paper's DIME*
 averages the i2t and the t2i model). ``fold5=True`` on COCO ``testall``: mean over five 1K folds;
@@ -10,17 +14,31 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from itr_common.data.precomp import PrecompSplit
-from itr_common.errors import fail
+from itr_common.errors import cli_entry, fail
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
 from itr_dime.checkpoints import load_model
 from itr_dime.evaluation import EncodedSplit, encode_split, evaluate_encoded, protocol_for
+from itr_dime.evaluation_api import (
+    RANKS_FILE,
+    calItr,
+    encode_loader,
+    eval_settings,
+    evaluate_loaded,
+    every_kth_image,
+    get_test_loader,
+    i2t_from_sims,
+    shard_for,
+)
+from itr_dime.evaluation_api import t2i as t2i_single
 from itr_dime.model import DIME
 
 logger = logging.getLogger(__name__)
@@ -74,8 +92,15 @@ class LoadedModels:
         return result
 
 
-def load_and_encode(model_paths: Sequence[str | os.PathLike], settings: EvalSettings) -> LoadedModels:
-    """Load every checkpoint and encode ``settings.split`` with each (the split is opened once)."""
+def load_and_encode(
+    model_paths: Sequence[str | os.PathLike],
+    settings: EvalSettings,
+    encode: Callable[[DIME, argparse.Namespace], EncodedSplit] | None = None,
+) -> LoadedModels:
+    """Load every checkpoint and encode ``settings.split`` with each (the split is opened once).
+
+    ``encode(model, opt)``, when given, encodes the data instead (e.g. a user's data loader).
+    """
     for name in ("batch_size", "shard_size"):
         value = getattr(settings, name)
         if value is not None and value < 1:
@@ -91,11 +116,14 @@ def load_and_encode(model_paths: Sequence[str | os.PathLike], settings: EvalSett
             opt.batch_size = settings.batch_size
         logger.info("Best model %d: Epoch = %s, Eiters = %s", index, state.get("epoch"), state.get("Eiters"))
         logger.info("best_rsum: %.2f, best_r1: %.2f", float(state.get("best_rsum", 0)), float(state.get("best_r1", 0)))
-        if split is None:
-            split = PrecompSplit(opt.data_path, opt.data_name, settings.split)
-        tokenizer = load_bert_tokenizer(opt.bert_path)
-        loaded.encoded.append(encode_split(model, split, tokenizer, opt.max_words, opt.batch_size, settings.workers,
-                                           device, settings.fp16))
+        if encode is not None:
+            loaded.encoded.append(encode(model, opt))
+        else:
+            if split is None:
+                split = PrecompSplit(opt.data_path, opt.data_name, settings.split)
+            tokenizer = load_bert_tokenizer(opt.bert_path)
+            loaded.encoded.append(encode_split(model, split, tokenizer, opt.max_words, opt.batch_size,
+                                               settings.workers, device, settings.fp16))
         loaded.models.append(model)
         loaded.options.append(opt)
     return loaded
@@ -110,16 +138,107 @@ def evalrank(model_paths: Sequence[str | os.PathLike], settings: EvalSettings) -
     return loaded.describe(result)
 
 
-def evalrank_single(model_path: str | os.PathLike, data_path: str | None = None, split: str = "test",
-                    fold5: bool = False, **settings: object) -> RetrievalResult:
-    """One model (the original's signature; further :class:`EvalSettings` fields as keywords)."""
-    return evalrank([model_path], EvalSettings(data_path=data_path, split=split, fold5=fold5, **settings))
+def evalrank_single(
+    model_path: str | os.PathLike,
+    test_opt: argparse.Namespace | None = None,
+    data_path: str | None = None,
+    split: str = "test",
+    fold5: bool = False,
+    data_loader: Iterable | None = None,
+    **settings: Any,
+) -> RetrievalResult | DataLoader:
+    """One checkpoint on ``split`` (or on ``data_loader``'s captions), the original's signature.
+
+    ``test_opt`` is accepted and unused, as in the original. Prints the recalls. Returns the
+    :class:`RetrievalResult`; with ``fold5=True`` the data loader, as the original (to pass back as
+    ``data_loader=`` for the next model), carrying the result as ``loader.result``. Further
+    :class:`EvalSettings` fields (``bert_path``, ``batch_size``, ``device``, ...) as keywords.
+    """
+    config = eval_settings(data_path, split, fold5, settings)
+    encode = None
+    if data_loader is not None:
+        def encode(model: DIME, opt: argparse.Namespace) -> EncodedSplit:
+            return encode_loader(model, data_loader, opt, config.workers)
+
+    loaded = load_and_encode([model_path], config, encode)
+    result = evaluate_loaded(loaded, config)
+    if not fold5:
+        return result
+    if data_loader is None:
+        opt = loaded.options[0]
+        data_loader = get_test_loader(split, opt.data_name, opt.batch_size, config.workers, opt)
+    data_loader.result = result
+    return data_loader
 
 
-def evalrank_ensemble(model_path: str | os.PathLike, model_path2: str | os.PathLike, data_path: str | None = None,
-                      split: str = "dev", fold5: bool = False, **settings: object) -> RetrievalResult:
-    """Two models, scores averaged (the original's signature and default split)."""
-    return evalrank([model_path, model_path2], EvalSettings(data_path=data_path, split=split, fold5=fold5, **settings))
+def evalrank_ensemble(
+    model_path: str | os.PathLike,
+    model_path2: str | os.PathLike,
+    data_path: str | None = None,
+    split: str = "dev",
+    fold5: bool = False,
+    ranks_path: str | os.PathLike | None = RANKS_FILE,
+    **settings: Any,
+) -> RetrievalResult:
+    """Two checkpoints, score matrices averaged (DIME*), the original's signature and default split.
+
+    Prints the recalls and, as the original, saves ``{'rt', 'rti'}`` ranks to ``ranks_path`` (None: no file).
+    """
+    config = eval_settings(data_path, split, fold5, settings)
+    return evaluate_loaded(load_and_encode([model_path, model_path2], config), config, ranks_path)
 
 
-__all__ = ["EvalSettings", "LoadedModels", "evalrank", "evalrank_ensemble", "evalrank_single", "load_and_encode"]
+def i2t(model: DIME, model2: DIME, embs: Sequence[Any], embs2: Sequence[Any], stc_lens: Any, stc_lens2: Any,
+        opt: argparse.Namespace | None = None, npts: int | None = None, return_ranks: bool = False) -> tuple:
+    """Image -> text recalls of the mean of two models' score matrices; embeddings one row per caption
+    (:func:`~itr_dime.evaluation_api.encode_data`). Returns ``(r, sims)`` or ``(r, (ranks, top1), sims)``."""
+    shard = shard_for(opt)
+    sims = calItr(model, every_kth_image(embs), stc_lens, opt, shard_size=shard)
+    sims2 = calItr(model2, every_kth_image(embs2), stc_lens2, opt, shard_size=shard)
+    return i2t_from_sims((sims + sims2) / 2, return_ranks)
+
+
+def t2i(sims: Any, opt: argparse.Namespace | None = None, npts: int | None = None, return_ranks: bool = False) -> tuple:
+    """Text -> image recalls on ``sims`` (n_img, 5 n_img): ``(r1, r5, r10, medr, meanr)`` [, ``(ranks, top1)``]."""
+    return t2i_single(None, sims, opt, npts, return_ranks)
+
+
+def configured_argv(model_path: Any, model_path2: Any = None, data_path: Any = None, split: Any = "test",
+                    fold5: Any = False, where: str = "evaluation_models.py") -> list[str]:
+    """``evaluate_models.py`` flags from the paths edited at the top of ``evaluation_models.py`` (checked)."""
+    for name, value, optional in (("model_path", model_path, False), ("model_path2", model_path2, True),
+                                  ("data_path", data_path, True), ("split", split, False)):
+        if not (isinstance(value, str | os.PathLike) or (optional and value is None)) or value == "":
+            kind = "a path" if name != "split" else "a split name (test, testall, dev)"
+            fail(f"{where}: {name}: expected {kind}{' or None' if optional else ''}, found {value!r}")
+    if not isinstance(fold5, bool):
+        fail(f"{where}: fold5: expected True or False, found {fold5!r}")
+    argv = ["--model_path", os.fspath(model_path), "--split", split]
+    if model_path2 is not None:
+        argv += ["--model_path2", os.fspath(model_path2)]
+    if data_path is not None:
+        argv += ["--data_path", os.fspath(data_path)]
+    return argv + (["--fold5"] if fold5 else [])
+
+
+@cli_entry
+def run_configured(model_path: Any, model_path2: Any = None, data_path: Any = None, split: Any = "test",
+                   fold5: Any = False) -> None:
+    """``python evaluation_models.py`` without flags: evaluate the paths set at the top of the script."""
+    from itr_dime.evaluate_models import run
+
+    run(configured_argv(model_path, model_path2, data_path, split, fold5), "evaluation_models.py")
+
+
+__all__ = [
+    "EvalSettings",
+    "LoadedModels",
+    "configured_argv",
+    "evalrank",
+    "evalrank_ensemble",
+    "evalrank_single",
+    "i2t",
+    "load_and_encode",
+    "run_configured",
+    "t2i",
+]

@@ -60,6 +60,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--device", default=None, help="cpu | cuda | cuda:N (default: cuda:LOCAL_RANK when available, else cpu).")
     add("--fp16", action="store_true", help="Mixed precision (autocast; fp16 + loss scaling on CUDA, bf16 on CPU).")
     add("--shard_size", type=int, default=None, help="Items per scoring block (2 x batch_size).")
+    add("--legacy_save", action="store_true",
+        help="Save checkpoints in PyTorch's pre-1.6 (non-zip) format, which the original's PyTorch 1.0 reads.")
     return parser
 
 

@@ -1,0 +1,52 @@
+"""Fixtures of the SelfAlign tests: the tiny synthetic world, short trained checkpoints of each variant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from selfalign_testlib import PACKAGE_DIR, single_thread, train_argv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic world: data/{f30k,coco}_precomp (with boxes and sizes), vocab/*.pkl, bert/."""
+    from itr_common.synthetic import generate_world, preset, write_world
+
+    out = tmp_path_factory.mktemp("world")
+    write_world(generate_world(preset("tiny")), out, layouts=("precomp",))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """model_best.pth.tar of one short epoch of CAMERA+SelfAlign and VSRN+SelfAlign on COCO-like data, and of the
+    plain VSRN baseline."""
+    from itr_selfalign.options import parse_train_args
+    from itr_selfalign.train import run
+
+    runs = {}
+    with single_thread():
+        for variant, selfalign in (("camera", "1"), ("vsrn", "1"), ("vsrn", "0")):
+            out = tmp_path_factory.mktemp(f"{variant}{selfalign}")
+            argv = train_argv(variant, world, out, "--num_epochs", "1", "--batch_size", "16", "--selfalign", selfalign,
+                              data_name="coco_precomp")
+            run(variant, parse_train_args(variant, argv))
+            runs[f"{variant}{selfalign}"] = out / "model_best.pth.tar"
+    return runs
+
+
+@pytest.fixture
+def in_package_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(PACKAGE_DIR)
+    return PACKAGE_DIR

@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dime_testlib import PACKAGE_DIR, README_I2T, README_T2I, single_thread, train_argv  # noqa: E402
 
+from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -22,23 +24,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    with single_thread():
-        yield
-
-
 @pytest.fixture(scope="session")
 def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Checkpoints of one short epoch of each direction on Flickr30K-like and COCO-like data."""
-    from itr_dime.train import main
+    from itr_dime.train import train
 
     runs = {}
     with single_thread():
         for data_name in ("f30k_precomp", "coco_precomp"):
             for direction, readme in (("i2t", README_I2T), ("t2i", README_T2I)):
                 out = tmp_path_factory.mktemp(f"{data_name}_{direction}")
-                main(train_argv(world, out, data_name, readme, "--num_epochs", "1", "--batch_size", "16"))
+                train(train_argv(world, out, data_name, readme, "--num_epochs", "1", "--batch_size", "16"))
                 runs[f"{data_name}/{direction}"] = out / "model_best.pth.tar"
     return runs
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from itr_common.testing import single_thread, subprocess_env
 from itr_dime.options import default_options
+
+__all__ = ["PACKAGE_DIR", "PYTHON", "README_I2T", "README_T2I", "TINY_FLAGS", "python_env", "single_thread",
+           "tiny_bert", "tiny_opt", "train_argv", "train_command"]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -53,21 +54,10 @@ def train_argv(world: Path, logger_name: Path, data_name: str = "f30k_precomp", 
     ]
 
 
-def python_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
-    return env
+def train_command(world: Path, logger_name: Path, *extra: str) -> list[str]:
+    """The README command as a user runs it: ``python train.py ...`` (the package folder's script)."""
+    return [PYTHON, str(PACKAGE_DIR / "train.py"), *train_argv(world, logger_name, "f30k_precomp", None, *extra)]
 
 
+python_env = subprocess_env  # the kit's environment of a child process (one thread, offline, fixed hash seed)
 PYTHON = sys.executable
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread (the tests' tensors are tiny: more threads only contend on 2 cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

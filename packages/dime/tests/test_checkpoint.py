@@ -4,14 +4,13 @@ and --resume continuing a run killed by SIGTERM exactly where it stopped."""
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 
 import pytest
 import torch
-from dime_testlib import tiny_bert, tiny_opt, train_argv
+from dime_testlib import tiny_bert, tiny_opt, train_command
 
-from itr_common.checkpoint import load_checkpoint
+from itr_common.checkpoint import load_checkpoint, save_atomic
+from itr_common.testing import check_checkpoint_round_trip, check_resume_exact
 from itr_dime.checkpoints import ORIGINAL_KEYS, load_model, read_checkpoint
 from itr_dime.model import DIME
 
@@ -121,34 +120,27 @@ def test_interaction_mismatch_is_one_clear_error(trained, tmp_path):
         load_model(bad)
 
 
-def test_resume_after_sigterm_continues_the_same_run(world, tmp_path, monkeypatch):
-    from itr_dime import train
+@pytest.mark.slow
+def test_kill_and_resume_ends_with_the_same_weights(world, tmp_path):
+    """``python train.py`` killed by SIGTERM after its first checkpoint, then ``--resume``d: the same final
+    weights and optimizer state, bit for bit, as the uninterrupted run (CPU)."""
+    flags = ("--num_epochs", "2", "--batch_size", "16", "--learning_rate", "1e-3", "--val_step", "4")
 
-    argv = ["--num_epochs", "2", "--batch_size", "16", "--learning_rate", "1e-3"]
-    full = train.main(train_argv(world, tmp_path / "full", "f30k_precomp", None, *argv))
-    assert len(full.losses) == 30
+    def command(run, resume):
+        return train_command(world, run, *flags, *(["--resume", str(run / "checkpoint.pth.tar")] if resume else []))
 
-    kill_after = 7
-    original_step = train.Trainer.step
+    check = check_resume_exact(command, tmp_path, final="checkpoint.pth.tar", kill_when="checkpoint.pth.tar",
+                               resume_evidence=r"=> loaded checkpoint .*\(epoch \d+, batch \d+",
+                               select=lambda state: (state["model"], state["optimizer"], state["Eiters"]))
+    assert read_checkpoint(check.resumed)["Eiters"] == 30
 
-    def step_then_sigterm(self, batch):
-        out = original_step(self, batch)
-        if self.eiters == kill_after:
-            os.kill(os.getpid(), signal.SIGTERM)  # held until the step ends, then handled: save and exit
-        return out
 
-    monkeypatch.setattr(train.Trainer, "step", step_then_sigterm)
-    killed_dir = tmp_path / "killed"
-    with pytest.raises(SystemExit) as exc:
-        train.main(train_argv(world, killed_dir, "f30k_precomp", None, *argv))
-    assert exc.value.code == 128 + signal.SIGTERM
-    monkeypatch.setattr(train.Trainer, "step", original_step)
-    saved = read_checkpoint(killed_dir / "checkpoint.pth.tar")
-    assert saved["Eiters"] == kill_after and saved["resume"] == {"epoch": 0, "batch": kill_after}
+def test_checkpoint_round_trip_and_strict_keys(trained, tmp_path):
+    """save -> load_model gives the same tensors; a missing or an unexpected key is refused by name; a DDP
+    ``module.`` prefix loads."""
+    model, _, state = load_model(trained["f30k_precomp/i2t"])
 
-    resumed = train.main(train_argv(world, killed_dir, "f30k_precomp", None, *argv,
-                                    "--resume", str(killed_dir / "checkpoint.pth.tar")))
-    assert len(resumed.losses) == 30 - kill_after
-    # bit for bit on CPU; CUDA kernels (atomic adds in backward) are not deterministic run to run
-    tol = {"atol": 1e-3, "rtol": 1e-3} if torch.cuda.is_available() else {}
-    torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(full.losses[kill_after:]), **tol)
+    def save(module, path):
+        save_atomic({**state, "model": module.original_state_dict()}, path)
+
+    check_checkpoint_round_trip(model, save, lambda path: load_model(path)[0], tmp_path)

@@ -10,75 +10,56 @@ import subprocess
 import pytest
 from dime_testlib import PACKAGE_DIR, PYTHON, python_env, train_argv
 
-
-def _one_error_line(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
+from itr_common.testing import check_console_script, check_usage_error
 
 
-def test_missing_data_path_exits_2(world, tmp_path, capsys):
+def test_missing_data_path_exits_2(world, tmp_path):
     from itr_dime.train import main
 
     argv = train_argv(world, tmp_path / "run")
     argv[argv.index("--data_path") + 1] = str(tmp_path / "nowhere")
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    _one_error_line(capsys, "nowhere", "not found")
+    check_usage_error(main, argv, "nowhere", "not found", untouched=[tmp_path / "run"])
 
 
-def test_missing_bert_path_exits_2(world, tmp_path, capsys):
+def test_missing_bert_path_exits_2(world, tmp_path):
     from itr_dime.train import main
 
     argv = train_argv(world, tmp_path / "run")
     argv[argv.index("--bert_path") + 1] = str(tmp_path / "no_bert")
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    _one_error_line(capsys, "no_bert", "--bert_path")
+    check_usage_error(main, argv, "no_bert", "--bert_path", untouched=[tmp_path / "run"])
 
 
-def test_missing_resume_checkpoint_exits_2(world, tmp_path, capsys):
+def test_missing_resume_checkpoint_exits_2(world, tmp_path):
     from itr_dime.train import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(train_argv(world, tmp_path / "run", "f30k_precomp", None, "--resume", str(tmp_path / "gone.pth.tar")))
-    assert exc.value.code == 2
-    _one_error_line(capsys, "gone.pth.tar", "--resume")
+    check_usage_error(main, train_argv(world, tmp_path / "run", "f30k_precomp", None, "--resume",
+                                       str(tmp_path / "gone.pth.tar")),
+                      "gone.pth.tar", "--resume", untouched=[tmp_path / "run"])
 
 
-def test_wrong_img_dim_exits_2(world, tmp_path, capsys):
+def test_wrong_img_dim_exits_2(world, tmp_path):
     from itr_dime.train import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(train_argv(world, tmp_path / "run", "f30k_precomp", None, "--img_dim", "2048"))
-    assert exc.value.code == 2
-    _one_error_line(capsys, "--img_dim", "expected 32")
+    check_usage_error(main, train_argv(world, tmp_path / "run", "f30k_precomp", None, "--img_dim", "2048"),
+                      "--img_dim", "expected 32", untouched=[tmp_path / "run"])
 
 
-def test_missing_or_corrupt_checkpoint_exits_2(in_package_dir, tmp_path, capsys):
+def test_missing_or_corrupt_checkpoint_exits_2(in_package_dir, tmp_path):
     from itr_dime.evaluate_models import main
 
-    with pytest.raises(SystemExit) as exc:
-        main([])  # the script's default: pretrain_model/flickr/Flickr30K_DIME_it.pth.tar
-    assert exc.value.code == 2
-    _one_error_line(capsys, "Flickr30K_DIME_it.pth.tar", "not found")
+    # the script's default: pretrain_model/flickr/Flickr30K_DIME_it.pth.tar
+    check_usage_error(main, [], "Flickr30K_DIME_it.pth.tar", "not found")
     corrupt = tmp_path / "corrupt.pth.tar"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit) as exc:
-        main(["--model_path", str(corrupt)])
-    assert exc.value.code == 2
-    _one_error_line(capsys, "corrupt.pth.tar")
+    check_usage_error(main, ["--model_path", str(corrupt), "--out", str(tmp_path / "r.json")], "corrupt.pth.tar",
+                      untouched=[tmp_path / "r.json"])
 
 
 def test_evaluate_single_model_flickr(trained, world, tmp_path, capsys):
-    from itr_dime.evaluate_models import main
+    from itr_dime.evaluate_models import evaluate
 
     out = tmp_path / "result.json"
-    result = main(["--model_path", str(trained["f30k_precomp/i2t"]), "--data_path", str(world / "data"),
+    result = evaluate(["--model_path", str(trained["f30k_precomp/i2t"]), "--data_path", str(world / "data"),
                    "--split", "test", "--shard_size", "7", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "Protocol: 1k" in printed and "rsum:" in printed and "Image to text:" in printed
@@ -131,15 +112,15 @@ def test_evaluate_ensemble_is_the_mean_of_both_score_matrices(trained, tmp_path)
 
 def test_coco_fold5_and_5k(trained, tmp_path, capsys):
     from itr_common.metrics import evaluate_sims
-    from itr_dime.evaluate_models import main
+    from itr_dime.evaluate_models import evaluate
     from itr_dime.evaluation import score_matrix
     from itr_dime.evaluation_models import EvalSettings, load_and_encode
 
     path = str(trained["coco_precomp/i2t"])
-    fold5 = main(["--model_path", path, "--split", "testall", "--fold5", "--out", str(tmp_path / "1k.json")])
+    fold5 = evaluate(["--model_path", path, "--split", "testall", "--fold5", "--out", str(tmp_path / "1k.json")])
     assert fold5.protocol == "coco-1k-fold5" and len(fold5.folds) == 5
     assert "Fold 4:" in capsys.readouterr().out
-    five_k = main(["--model_path", path, "--split", "testall", "--out", str(tmp_path / "5k.json")])
+    five_k = evaluate(["--model_path", path, "--split", "testall", "--out", str(tmp_path / "5k.json")])
     assert five_k.protocol == "coco-5k" and five_k.n_images == 20
     # the fold5 run scores only the diagonal blocks: same numbers as the folds of the full matrix
     loaded = load_and_encode([path], EvalSettings(split="testall"))
@@ -148,10 +129,10 @@ def test_coco_fold5_and_5k(trained, tmp_path, capsys):
 
 
 def test_reproduce_prints_paper_rows(trained, tmp_path, capsys):
-    from itr_dime.reproduce import main
+    from itr_dime.reproduce import run
 
     out = tmp_path / "repro.json"
-    comparisons = main(["--model_path", str(trained["coco_precomp/i2t"]), "--model_path2",
+    comparisons = run(["--model_path", str(trained["coco_precomp/i2t"]), "--model_path2",
                         str(trained["coco_precomp/t2i"]), "--out", str(out)])
     printed = capsys.readouterr().out
     assert "DIME-ensemble | protocol coco-1k-fold5" in printed and "DIME-ensemble | protocol coco-5k" in printed
@@ -213,3 +194,16 @@ def test_mixed_precision_scores_track_fp32(trained):
     half = score_matrix(model, encode_split(model, split, tokenizer, opt.max_words, 16, fp16=True), 32, fp16=True)
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     torch.testing.assert_close(half, full, atol=0.05, rtol=0.05)  # bf16 autocast on CPU
+
+
+@pytest.mark.slow
+def test_console_scripts_exit_0_through_the_installed_entry_points(world, tmp_path):
+    """``dime-train``, ``dime-evaluate`` and ``dime-reproduce`` as a user runs them: status 0, no repr."""
+    run = tmp_path / "run"
+    check_console_script("dime-train", train_argv(world, run, "f30k_precomp", None, "--num_epochs", "1",
+                                                  "--batch_size", "48"))
+    best = str(run / "model_best.pth.tar")
+    out = check_console_script("dime-evaluate", ["--model_path", best, "--out", str(tmp_path / "e.json")])
+    assert "rsum:" in out.stdout and (tmp_path / "e.json").is_file()
+    out = check_console_script("dime-reproduce", ["--model_path", best, "--out", str(tmp_path / "r.json")])
+    assert "DIME-i2t" in out.stdout and (tmp_path / "r.json").is_file()

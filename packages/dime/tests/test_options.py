@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from itr_common.testing import check_usage_error
 from itr_dime.options import build_train_parser, default_options, parse_train_args
 
 ORIGINAL_DEFAULTS = {
@@ -53,11 +54,7 @@ def test_unknown_flag_names_the_closest(capsys):
     (["--embed_size", "30", "--num_head_IMRC", "16"], "--num_head_IMRC"),
     (["--batch_size", "0"], "--batch_size"),
 ])
-def test_bad_values_exit_2_with_one_line(argv, flag, capsys):
+def test_bad_values_exit_2_with_one_line(argv, flag):
     from itr_dime.train import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and flag in err[0]
+    check_usage_error(main, argv, flag)

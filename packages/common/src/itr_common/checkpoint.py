@@ -12,7 +12,9 @@
   step, RNG state and extras for ``--resume``.
 * :func:`load_state_dict_mapped` renames keys (regexes or a function) and reports missing / unexpected /
   shape-mismatched keys readably.
-* :class:`SaveOnSignal` saves once on SIGINT/SIGTERM, then exits.
+* :class:`SaveOnSignal` saves once on SIGINT/SIGTERM, then exits (``itr_common.training.signals_deferred``
+  holds them during a step so that what is saved belongs to one step).
+* :func:`strip_module_prefix` drops DDP's ``module.``; documented missing/unexpected keys are logged by name.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from torch import nn
 
 from itr_common.errors import UserError, require_file
 from itr_common.fileio import atomic_open
+from itr_common.logging import get_logger
+
+_LOGGER = get_logger(__name__)
 
 ALLOWED_CONTENT = "tensors, numbers, strings, containers and argparse.Namespace"
 _NUMPY_DTYPE_NAMES = (
@@ -269,18 +274,55 @@ def rename_keys(keys: Iterable[str], rename: Rename | None) -> dict[str, str]:
     return mapping
 
 
+def strip_module_prefix(state_dict: Mapping[str, Any], module: nn.Module | None = None) -> dict[str, Any]:
+    """``state_dict`` without the ``module.`` prefix DDP / DataParallel add, when every key has it.
+
+    Left as is when some key lacks it, or when ``module``'s own keys start with ``module.``.
+    """
+    keys = list(state_dict)
+    if not keys or not all(k.startswith("module.") for k in keys):
+        return dict(state_dict)
+    if module is not None and any(k.startswith("module.") for k in module.state_dict()):
+        return dict(state_dict)
+    return {k[len("module."):]: v for k, v in state_dict.items()}
+
+
+Documented = Mapping[str, str]
+"""``{regex: reason}``: keys matching ``regex`` (``re.fullmatch``) are allowed, and logged with ``reason``."""
+
+
+def _documented(keys: list[str], allowed: Documented) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ``keys`` into the undocumented ones and ``{reason: [keys]}`` of the documented ones."""
+    rest: list[str] = []
+    named: dict[str, list[str]] = {}
+    for key in keys:
+        reason = next((why for pattern, why in allowed.items() if re.fullmatch(pattern, key)), None)
+        if reason is None:
+            rest.append(key)
+        else:
+            named.setdefault(reason, []).append(key)
+    return rest, named
+
+
 def load_state_dict_mapped(
     module: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
     rename: Rename | None = None,
     strict: bool = True,
     source: str = "state dict",
+    allow_missing: Documented | None = None,
+    ignore_unexpected: Documented | None = None,
 ) -> LoadReport:
     """Load ``state_dict`` into ``module`` after renaming its keys; report what matched.
 
+    A DDP ``module.`` prefix on every key is stripped first (:func:`strip_module_prefix`).
     strict: any missing, unexpected or shape-mismatched key raises :class:`UserError` naming ``source``
-    and nothing is loaded. Non-strict: the matching keys are loaded and the report says what was not.
+    and the keys, and nothing is loaded, except the documented cases: missing keys matching a regex
+    of ``allow_missing`` and unexpected keys matching one of ``ignore_unexpected`` (``{regex:
+    reason}``), which are logged at INFO by name with their reason (and still listed in the
+    report). Non-strict: the matching keys are loaded and the report says what was not.
     """
+    state_dict = strip_module_prefix(state_dict, module)
     mapping = rename_keys(state_dict, rename)
     renamed: dict[str, torch.Tensor] = {}
     for old, new in mapping.items():
@@ -296,13 +338,21 @@ def load_state_dict_mapped(
     for key, value in renamed.items():
         if key not in expected:
             continue
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{source}: expected a tensor for key '{key}', found {type(value).__name__}")
         if tuple(expected[key].shape) != tuple(value.shape):
             report.mismatched.append((key, tuple(expected[key].shape), tuple(value.shape)))
         else:
             report.loaded.append(key)
 
-    if strict and not report.ok:
-        raise UserError(f"{source}: does not match the model: {report.summary()}")
+    missing, missing_ok = _documented(report.missing, allow_missing or {})
+    unexpected, unexpected_ok = _documented(report.unexpected, ignore_unexpected or {})
+    if strict and (missing or unexpected or report.mismatched):
+        problems = LoadReport(report.loaded, missing, unexpected, report.mismatched)
+        raise UserError(f"{source}: does not match the model: {problems.summary()}")
+    for what, named in (("missing (left as initialised)", missing_ok), ("unexpected (ignored)", unexpected_ok)):
+        for reason, keys in named.items():
+            _LOGGER.info("%s: %d keys %s, %s: %s", source, len(keys), what, reason, ", ".join(keys))
     module.load_state_dict({k: renamed[k] for k in report.loaded}, strict=False)
     return report
 
@@ -339,3 +389,4 @@ class SaveOnSignal:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+

@@ -11,7 +11,9 @@ import argparse
 import difflib
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -42,20 +44,66 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f"; did you mean '{match}'?" if match else ""
 
 
+class Terminated(BaseException):
+    """SIGTERM received outside a block that handles it (start-up, teardown): exit 143 with a message."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def exit_status(result: Any) -> int | None:
+    """What a ``main`` return value means to ``sys.exit``: None and ints as they are, anything else 0.
+
+    Console scripts run ``sys.exit(main())``: a returned result object would be printed as a repr
+    on stderr and exit with status 1. A successful ``main`` therefore always means status 0.
+    """
+    if result is None or (isinstance(result, int) and not isinstance(result, bool)):
+        return result
+    return 0
+
+
 def cli_entry(fn: F) -> F:
-    """Decorate a ``main(argv=None)``: a :class:`UserError` becomes one stderr line and exit 2."""
+    """Decorate a ``main(argv=None)`` run as a console script (``sys.exit(main())``).
+
+    * :class:`UserError` -> ``error: <message>`` on one stderr line, exit status 2;
+    * KeyboardInterrupt (SIGINT) -> ``interrupted``, status 130; SIGTERM outside a handler of the
+      program's own (start-up, teardown: :class:`~itr_common.checkpoint.SaveOnSignal` covers the
+      training loop) -> ``terminated by SIGTERM``, status 143 instead of a silent -15;
+    * the return value is an exit status: None or an int as returned, anything else (a result
+      object) becomes 0, so a successful run exits 0 and never prints a repr. Functions whose result
+      tests or the Python API need are separate (``run(...)``), called by ``main``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        installed = False
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+            signal.SIG_DFL,
+            None,
+        ):
+            signal.signal(signal.SIGTERM, _raise_terminated)
+            installed = True
         try:
-            return fn(*args, **kwargs)
+            return exit_status(fn(*args, **kwargs))
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        except Terminated as term:
+            print(f"terminated by {signal.Signals(term.signum).name}", file=sys.stderr)
+            raise SystemExit(128 + term.signum) from None
+        finally:
+            if installed and signal.getsignal(signal.SIGTERM) is _raise_terminated:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+    wrapper.is_cli_entry = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 

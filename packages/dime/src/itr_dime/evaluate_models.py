@@ -55,10 +55,15 @@ def run(argv: Sequence[str] | None, prog: str) -> RetrievalResult:
     return result
 
 
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> RetrievalResult:
-    """``dime-evaluate`` / ``python evaluate_models.py``."""
+def evaluate(argv: Sequence[str] | None = None) -> RetrievalResult:
+    """``evaluate_models.py`` on ``argv``, returning the :class:`RetrievalResult` (tests, Python API)."""
     return run(argv, "evaluate_models.py")
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> None:
+    """``dime-evaluate`` / ``python evaluate_models.py``: exit status 0 on success."""
+    evaluate(argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from itr_common.checkpoint import load_state_dict_mapped
+from itr_common.checkpoint import load_state_dict_mapped, strip_module_prefix
 from itr_common.errors import fail
 from itr_dime.image_encoder import EncoderImagePrecomp
 from itr_dime.interaction import InteractionModule
@@ -119,31 +119,26 @@ class DIME(nn.Module):
     def load_original_state_dict(self, state: Sequence[Mapping[str, torch.Tensor]], source: str = "checkpoint") -> None:
         """Load the original list layout.
 
-        As the original: the image encoder ignores unexpected keys; the text encoder keeps its own value
-        for a missing key (a checkpoint without ``bert.*`` keeps the BERT of ``--bert_path``) but a missing
-        CNN/fc weight fails here; BERT LayerNorm ``gamma``/``beta`` names are accepted. The interaction
-        module must match exactly.
+        Strict, naming any missing or unexpected key, with the original's documented exceptions (logged
+        by name): the image encoder ignores keys it does not have; a checkpoint without any ``bert.*``
+        key keeps the BERT of ``--bert_path`` (one with BERT weights must hold all of them, so a
+        ``--bert_path`` config with another layer count is refused). BERT LayerNorm ``gamma``/``beta``
+        names are accepted; a DDP ``module.`` prefix is stripped.
         """
         if not isinstance(state, list | tuple) or len(state) != len(ORIGINAL_PARTS):
             kind = type(state).__name__
             found = f"a {kind} of {len(state)}" if isinstance(state, list | tuple) else kind
             fail(f"{source}: expected 'model' to be the list [img_enc, txt_enc, itr_module] of state dicts, "
                  f"found {found}")
-        img_state, txt_state, itr_state = state
-        report = load_state_dict_mapped(self.img_enc, img_state, strict=False, source=f"{source} [img_enc]")
-        if report.missing or report.mismatched:
-            fail(f"{source} [img_enc]: does not match the model: {report.summary()}")
-        report = load_state_dict_mapped(
-            self.txt_enc, txt_state, rename=BERT_LAYER_NORM_RENAME, strict=False, source=f"{source} [txt_enc]"
-        )
-        missing_head = [k for k in report.missing if not k.startswith("bert.")]
-        if missing_head or report.mismatched:
-            fail(f"{source} [txt_enc]: does not match the model: {report.summary()}")
-        if report.missing:
-            logger.info("%s [txt_enc]: %d BERT weights not in the checkpoint; using --bert_path's", source,
-                        len(report.missing))
-        if report.unexpected:
-            logger.warning("%s [txt_enc]: ignored %d unexpected keys", source, len(report.unexpected))
+        img_state, txt_state, itr_state = (strip_module_prefix(part) for part in state)
+        load_state_dict_mapped(self.img_enc, img_state, strict=True, source=f"{source} [img_enc]",
+                               ignore_unexpected={".*": "the image encoder keeps only its own keys (as the original)"})
+        has_bert = any(k.startswith("bert.") for k in txt_state)
+        no_bert = {} if has_bert else {r"bert\..*": "the checkpoint holds no BERT weights: --bert_path's are used"}
+        # a checkpoint with BERT weights must hold all of them: a --bert_path config with another number of
+        # layers than the checkpoint's is refused by name (instead of running with random layers)
+        load_state_dict_mapped(self.txt_enc, txt_state, rename=BERT_LAYER_NORM_RENAME, strict=True,
+                               source=f"{source} [txt_enc]", allow_missing=no_bert)
         load_state_dict_mapped(self.itr_module, itr_state, strict=True, source=f"{source} [itr_module]")
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -105,9 +105,8 @@ def build_parser(prog: str = "dime-reproduce") -> ArgumentParser:
     return parser
 
 
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> list[Comparison]:
-    """``dime-reproduce``."""
+def run(argv: Sequence[str] | None = None) -> list[Comparison]:
+    """``dime-reproduce`` on ``argv``, returning the comparisons (tests, Python API)."""
     args = build_parser().parse_args(argv)
     setup_logging()
     paths = [args.model_path] + ([args.model_path2] if args.model_path2 else [])
@@ -127,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> list[Comparison]:
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"comparison written to {out}")
     return comparisons
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> None:
+    """``dime-reproduce``: exit status 0 on success."""
+    run(argv)
 
 
 def _default_split(model_path: str, data_name: str | None) -> str:

@@ -259,10 +259,15 @@ def run(opt: argparse.Namespace) -> TrainResult:
         shutdown()
 
 
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> TrainResult:
-    """``dime-train`` / ``python train.py`` / ``python -m itr_dime.train``."""
+def train(argv: Sequence[str] | None = None) -> TrainResult:
+    """Parse ``argv`` as ``train.py`` does and train; returns the :class:`TrainResult` (tests, Python API)."""
     return run(parse_train_args(argv))
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> None:
+    """``dime-train`` / ``python train.py`` / ``python -m itr_dime.train``: exit status 0 on success."""
+    train(argv)
 
 
 if __name__ == "__main__":

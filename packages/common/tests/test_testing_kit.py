@@ -1,0 +1,162 @@
+"""The conformance kit (itr_common.testing) on a toy training command: each check passes on a
+conforming command and fails, naming the problem, on a non-conforming one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from itr_common.checkpoint import load_checkpoint, load_state_dict_mapped, save_atomic
+from itr_common.errors import exit_status
+from itr_common.testing import (
+    ConformanceError,
+    assert_same_tensors,
+    check_checkpoint_round_trip,
+    check_console_script,
+    check_learns,
+    check_resume_exact,
+    check_sigterm_message,
+    check_usage_error,
+    edit_checkpoint,
+    invoke,
+    state_dicts_in,
+)
+
+TOY = Path(__file__).resolve().parent / "toy_cli.py"
+TOY_CMD = [sys.executable, str(TOY)]
+sys.path.insert(0, str(TOY.parent))
+
+import toy_cli  # noqa: E402
+
+
+def test_cli_entry_turns_a_returned_result_into_status_0():
+    assert exit_status(None) is None and exit_status(3) == 3 and exit_status({"loss": 1.0}) == 0
+    assert exit_status(True) == 0  # a bool is a result, not a status
+
+
+def test_usage_error_in_process_and_in_a_subprocess(tmp_path):
+    out = tmp_path / "run"
+    line = check_usage_error(toy_cli.main, ["--out", out, "--lr", "nan"], "--lr", "nan", untouched=[out])
+    assert line.startswith("error: ")
+    check_usage_error(TOY_CMD, ["--out", out, "--lr", "-1"], "--lr", "-1", untouched=[out])
+    check_usage_error(TOY_CMD, ["--out", out, "--stepz", "3"], "--steps", untouched=[out])  # did you mean
+
+
+def test_usage_error_check_fails_when_the_command_does_work_first(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConformanceError, match="exit status 2"):
+        check_usage_error(toy_cli.main, ["--out", out, "--steps", "2"], "--lr")  # succeeds: status 0
+    busy = tmp_path / "busy"
+    busy.mkdir()
+
+    def writes_then_fails(argv):
+        (busy / "partial.txt").write_text("x")
+        return toy_cli.main(argv)
+
+    with pytest.raises(ConformanceError, match="before any work.*partial.txt"):
+        check_usage_error(writes_then_fails, ["--out", out, "--lr", "0"], "--lr", untouched=[busy])
+
+
+@pytest.mark.slow
+def test_resume_after_sigterm_is_exact_for_the_toy(tmp_path):
+    def command(run: Path, resume: bool) -> list[str]:
+        return [*TOY_CMD, "--out", str(run), "--steps", "400", "--step_sleep", "0.004", *(["--resume"] * resume)]
+
+    check = check_resume_exact(command, tmp_path, final="final.pt", kill_when="last.pt",
+                               resume_evidence=r"resumed at step \d+", select=lambda s: (s["model"], s["optimizer"]))
+    assert check.killed_status == 143
+    assert load_checkpoint(check.resumed)["step"] == 400
+
+
+@pytest.mark.slow
+def test_resume_check_catches_a_resume_that_forgets_the_rng(tmp_path):
+    def command(run: Path, resume: bool) -> list[str]:
+        return [*TOY_CMD, "--out", str(run), "--steps", "200", "--step_sleep", "0.004",
+                *(["--resume", "--forget_rng"] * resume)]
+
+    with pytest.raises(ConformanceError, match="final state.*tensors differ"):
+        check_resume_exact(command, tmp_path, final="final.pt", kill_when="last.pt", resume_evidence="resumed")
+
+
+def test_tensor_comparison_names_the_first_difference():
+    a = {"model": [{"w": torch.zeros(2)}], "step": 3}
+    assert_same_tensors(a, {"model": [{"w": torch.zeros(2)}], "step": 3})
+    with pytest.raises(ConformanceError, match=r"model\[0\]\.w: tensors differ \(max abs difference 1\)"):
+        assert_same_tensors(a, {"model": [{"w": torch.tensor([0.0, 1.0])}], "step": 3})
+    with pytest.raises(ConformanceError, match="missing"):
+        assert_same_tensors(a, {"model": [{}], "step": 3})
+
+
+def _toy_save(model, path):
+    save_atomic({"model": model.state_dict(), "epoch": 1}, path)
+
+
+def _toy_load(path, strict=True):
+    model, _ = toy_cli.build(0.1)
+    load_state_dict_mapped(model, load_checkpoint(path)["model"], strict=strict, source=str(path))
+    return model
+
+
+def test_checkpoint_round_trip_strict_loader_passes(tmp_path):
+    model, _ = toy_cli.build(0.1)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # not the initial weights: the round trip must carry them
+    check_checkpoint_round_trip(model, _toy_save, _toy_load, tmp_path)
+    assert [w for w, _ in state_dicts_in(load_checkpoint(tmp_path / "ddp.ckpt"))] == ["model"]
+    assert all(k.startswith("module.") for k in load_checkpoint(tmp_path / "ddp.ckpt")["model"])
+
+
+def test_checkpoint_round_trip_catches_a_lenient_loader(tmp_path):
+    model, _ = toy_cli.build(0.1)
+    with pytest.raises(ConformanceError, match="expected the load to be refused"):
+        check_checkpoint_round_trip(model, _toy_save, lambda p: _toy_load(p, strict=False), tmp_path)
+
+
+def test_edit_checkpoint_drops_and_adds_keys(tmp_path):
+    model, _ = toy_cli.build(0.1)
+    _toy_save(model, tmp_path / "a.ckpt")
+    dropped = edit_checkpoint(tmp_path / "a.ckpt", tmp_path / "b.ckpt", "missing", key="0.bias")
+    assert dropped == "0.bias" and "0.bias" not in load_checkpoint(tmp_path / "b.ckpt")["model"]
+    added = edit_checkpoint(tmp_path / "a.ckpt", tmp_path / "c.ckpt", "unexpected")
+    assert added.endswith("_unexpected") and added in load_checkpoint(tmp_path / "c.ckpt")["model"]
+
+
+def test_console_script_check_runs_the_installed_entry_point(tmp_path):
+    from itr_common.metrics import RetrievalResult
+
+    RetrievalResult((50.0, 80.0, 90.0, 2.0, 3.0), (40.0, 70.0, 80.0, 2.0, 4.0), "1k").write_json(tmp_path / "r.json")
+    outcome = check_console_script("itr-results", [str(tmp_path)])
+    assert "410.00" in outcome.stdout
+    with pytest.raises(ConformanceError, match="not in any installed package"):
+        check_console_script("no-such-script-anywhere")
+
+
+def test_a_main_returning_a_result_exits_0_as_a_script(tmp_path):
+    outcome = invoke(TOY_CMD, ["--out", tmp_path / "run", "--steps", "3"])
+    assert outcome.code == 0 and "{" not in outcome.stderr, outcome.tail()
+    in_process = invoke(toy_cli.main, ["--out", tmp_path / "run2", "--steps", "3"])
+    assert in_process.code == 0 and in_process.returned == 0
+
+
+def test_sigterm_during_startup_prints_a_message_and_exits_143(tmp_path):
+    started = tmp_path / "started"
+    command = [*TOY_CMD, "--out", str(tmp_path / "run"), "--started", str(started), "--startup_sleep", "60"]
+    outcome = check_sigterm_message(command, when=started.exists)
+    assert outcome.lines()[-1] == "terminated by SIGTERM"
+
+
+def test_check_learns_compares_real_and_shuffled_with_chance(tmp_path):
+    results = {"real": 250.0, "shuffled": 70.0}
+
+    def fake(world, run):  # a stand-in for a package's train + evaluate
+        return {"rsum": results[world.name]}
+
+    worlds = {"real": tmp_path / "real", "shuffled": tmp_path / "shuffled"}
+    check = check_learns(fake, worlds, tmp_path / "runs", n_images=50)
+    assert round(check.chance, 1) == 62.0 or abs(check.chance - 62) < 2
+    results["shuffled"] = 200.0
+    with pytest.raises(ConformanceError, match="shuffled-pair rsum"):
+        check_learns(fake, worlds, tmp_path / "runs", n_images=50)

@@ -1,0 +1,57 @@
+"""Shared helpers of the LightningDOT tests: the package folder and the tiny training command line."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PACKAGE_DIR / "config"
+TINY_FT = CONFIG_DIR / "flickr30k_ft_tiny_config.json"
+TINY_EVAL = CONFIG_DIR / "flickr30k_eval_tiny_config.json"
+
+
+def data_flags(world: Path) -> list[str]:
+    """Overrides pointing the tiny configs at ``world`` (absolute paths)."""
+    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
+    return [
+        "--train_txt_dbs", str(txt / "itm_flickr30k_train.db"),
+        "--train_img_dbs", str(img),
+        "--val_txt_db", str(txt / "itm_flickr30k_val.db"),
+        "--val_img_db", str(img),
+        "--test_txt_db", str(txt / "itm_flickr30k_test.db"),
+        "--test_img_db", str(img),
+        "--img_checkpoint", str(world / "pretrained" / "uniter-tiny.pt"),
+        "--txt_checkpoint", str(world / "bert" / "pytorch_model.bin"),
+        "--txt_model_config", str(CONFIG_DIR / "bert_tiny.json"),
+        "--img_model_config", str(CONFIG_DIR / "img_tiny.json"),
+    ]
+
+
+def train_argv(world: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config", str(TINY_FT), *data_flags(world), "--output_dir", str(out), *extra]
+
+
+def eval_argv(world: Path, checkpoint: Path, out: Path, *extra: str) -> list[str]:
+    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
+    return [str(TINY_EVAL), str(checkpoint), "--val_txt_db", str(txt / "itm_flickr30k_val.db"),
+            "--val_img_db", str(img), "--test_txt_db", str(txt / "itm_flickr30k_test.db"), "--test_img_db", str(img),
+            "--txt_model_config", str(CONFIG_DIR / "bert_tiny.json"),
+            "--img_model_config", str(CONFIG_DIR / "img_tiny.json"), "--output_dir", str(out), *extra]
+
+
+QUICK = ("--num_train_epochs", "2", "--train_batch_size", "32", "--valid_steps", "3")
+"""Two epochs of 8 batches (240 captions / 32), a resume state every 3 updates."""
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -41,8 +41,9 @@ class Losses:
 
     def items(self) -> dict[str, float]:
         names = {"rank": "Rank", "div": "Div", "caption": "Le_caption", "concept": "Local", "context": "ctx_loss"}
-        out = {label: float(getattr(self, key)) for key, label in names.items() if getattr(self, key) is not None}
-        out["Le"] = float(self.total)
+        out = {label: float(value.detach()) for key, label in names.items()
+               if (value := getattr(self, key)) is not None}
+        out["Le"] = float(self.total.detach())
         return out
 
 

@@ -221,7 +221,7 @@ class Trainer:
             meters.update("lr", self.optimizer.param_groups[0]["lr"])
             for name, value in losses.items().items():
                 meters.update(name, value, len(batch))
-            self.result.losses.append(float(losses.total))
+            self.result.losses.append(float(losses.total.detach()))
             batch_time.update(time.time() - end, 1)
             end = time.time()
             if self.eiters % opt.log_step == 0:

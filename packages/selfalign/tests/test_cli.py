@@ -1,0 +1,149 @@
+"""The original command lines: every flag with its default, the README commands, the evaluation protocols
+(F30K 1K, COCO 1K fold5, COCO 5K) with JSON output, console scripts, and bad input -> one line, status 2."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from selfalign_testlib import PYTHON, VARIANT_DIRS, python_env, train_argv
+
+from itr_selfalign.evaluate_models import evaluate
+from itr_selfalign.options import default_options, parse_train_args
+from itr_selfalign.train import main_camera, main_vsrn
+
+CAMERA_DEFAULTS = dict(data_path="./scan_data", data_name="f30k_precomp", margin=0.2, num_epochs=30, batch_size=128,
+                       embed_size=2048, grad_clip=2.0, learning_rate=1e-4, lr_update=10, lr_decay_gamma=0.1, workers=1,
+                       log_step=10, val_step=500, logger_name="runs/runX", resume="", max_violation=True, img_dim=2048,
+                       bert_path="./uncased_L-12_H-768_A-12/", max_words=32, drop=0.0, head=64, smry_k=12,
+                       smry_lamda=0.01, ctx_fc_relu=1, local_clu_num=1024, v5_tao=0.7, v6_tao=0.7, local_tea="CRS")
+VSRN_DEFAULTS = dict(data_path="./scan_data", data_name="f30k_precomp", vocab_path="./vocab/", margin=0.2,
+                     num_epochs=30, batch_size=128, word_dim=300, embed_size=2048, grad_clip=2.0, crop_size=224,
+                     num_layers=1, learning_rate=2e-4, lr_update=10, workers=10, log_step=10, val_step=500,
+                     logger_name="runs/runX", resume="", max_violation=True, img_dim=2048, finetune=False,
+                     cnn_type="vgg19", use_restval=False, measure="cosine", use_abs=False, no_imgnorm=False,
+                     reset_train=False, dim_vid=2048, dim_hidden=512, bidirectional=0, input_dropout_p=0.2,
+                     rnn_type="gru", rnn_dropout_p=0.5, dim_word=300, max_len=60, iters_per_epoch=0,
+                     local_clu_num=1024, ctx_relu=1, v5_tao=0.7, v6_tao=0.7, exp_sim=0.5)
+
+
+@pytest.mark.parametrize(("variant", "defaults"), [("camera", CAMERA_DEFAULTS), ("vsrn", VSRN_DEFAULTS)])
+def test_every_original_flag_with_its_default(variant, defaults):
+    opt = vars(default_options(variant))
+    assert {k: opt[k] for k in defaults} == defaults
+    assert opt["selfalign"] == 1 and opt["seed"] == 1024  # added: the switch, the original's fixed seed
+
+
+def test_max_violation_both_spellings_and_bert_path_without_slash():
+    assert parse_train_args("camera", ["--max_violation"]).max_violation is True  # CAMERA/VSRN READMEs
+    assert parse_train_args("camera", ["--max_violation", "False"]).max_violation is False
+    opt = parse_train_args("camera", ["--bert_path", "/x/bert"])
+    assert opt.vocab_file == "/x/bert/vocab.txt" and opt.bert_config_file == "/x/bert/bert_config.json"
+
+
+def _status(main, argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return exc.value.code, err[-1] if err else ""
+
+
+def test_unknown_flag_names_the_closest(capsys):
+    code, line = _status(main_vsrn, ["--ctx_fc_relu", "1"], capsys)
+    assert code == 2 and "ctx_relu" in line
+
+
+def _copy_world(world: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "w"
+    shutil.copytree(world, out)
+    return out
+
+
+def test_bad_inputs_exit_2_before_any_work(world, tmp_path, capsys):
+    w = _copy_world(world, tmp_path)
+    run = tmp_path / "run"
+    data = w / "data" / "f30k_precomp"
+    # CAMERA without boxes
+    (data / "dev_boxes.npy").rename(data / "dev_boxes.bak")
+    code, line = _status(main_camera, train_argv("camera", w, run), capsys)
+    assert code == 2 and "dev_boxes.npy" in line
+    (data / "dev_boxes.bak").rename(data / "dev_boxes.npy")
+    # a vocabulary pickle that is not a vocabulary (and would run code if unpickled naively)
+    vocab = w / "vocab" / "f30k_precomp_vocab.pkl"
+    good = vocab.read_bytes()
+    vocab.write_bytes(pickle.dumps(shutil.rmtree))
+    code, line = _status(main_vsrn, train_argv("vsrn", w, run), capsys)
+    assert code == 2 and "f30k_precomp_vocab.pkl" in line
+    vocab.write_bytes(good)
+    # captions per image not matching
+    caps = data / "train_caps.txt"
+    lines = caps.read_text().splitlines()
+    caps.write_text("\n".join(lines[:-1]) + "\n")
+    code, line = _status(main_vsrn, train_argv("vsrn", w, run), capsys)
+    assert code == 2 and "train_caps.txt" in line
+    caps.write_text("\n".join(lines) + "\n")
+    # NaN features
+    ims = np.load(data / "dev_ims.npy")
+    ims[3, 0, 0] = np.nan
+    np.save(data / "dev_ims.npy", ims)
+    code, line = _status(main_camera, train_argv("camera", w, run), capsys)
+    assert code == 2 and "dev_ims.npy" in line and "NaN" in line
+    # flag values
+    code, line = _status(main_camera, [*train_argv("camera", w, run), "--head", "5"], capsys)
+    assert code == 2 and "--head" in line
+    code, line = _status(main_vsrn, [*train_argv("vsrn", world, run), "--img_dim", "64"], capsys)
+    assert code == 2 and "--img_dim" in line
+    assert not run.exists()  # nothing was started
+
+
+def test_other_variant_checkpoint_and_unwritable_output_exit_2(trained, world, tmp_path, capsys):
+    from itr_selfalign.evaluate_models import main_camera as eval_camera
+    from itr_selfalign.evaluate_models import main_vsrn as eval_vsrn
+
+    code, line = _status(eval_vsrn, ["--model_path", str(trained["camera1"]), "--out", str(tmp_path / "r.json")],
+                         capsys)
+    assert code == 2 and "expected a VSRN checkpoint" in line
+    code, line = _status(main_camera, [*train_argv("camera", world, tmp_path / "r"), "--resume", str(trained["vsrn1"])],
+                         capsys)
+    assert code == 2 and "expected a CAMERA checkpoint" in line
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, line = _status(eval_camera, ["--model_path", str(trained["camera1"]), "--out", str(blocker / "r.json")],
+                         capsys)
+    assert code == 2 and "--out" in line
+
+
+@pytest.mark.parametrize("name", ["camera1", "vsrn1", "vsrn0"])
+def test_evaluation_protocols(trained, world, name):
+    variant = name[:-1]
+    one_k = evaluate(variant, str(trained[name]), str(world / "data"), split="testall", fold5=True)
+    five_k = evaluate(variant, str(trained[name]), str(world / "data"), split="testall")
+    assert one_k.protocol == "coco-1k-fold5" and len(one_k.folds) == 5 and five_k.protocol == "coco-5k"
+    assert five_k.n_images == 20 and one_k.n_images == 20
+    for result in (one_k, five_k):
+        assert result.rsum == pytest.approx(sum(result.i2t[:3]) + sum(result.t2i[:3]))
+    f30k = evaluate(variant, str(trained[name]), str(world / "data"), split="test", data_name="f30k_precomp")
+    assert f30k.protocol == "1k" and f30k.extras["selfalign"] == int(name[-1])
+
+
+@pytest.mark.parametrize("variant", ["camera", "vsrn"])
+def test_evaluate_models_script_and_console_script(trained, world, tmp_path, variant):
+    ckpt = trained[f"{variant}1"]
+    out = tmp_path / "r.json"
+    done = subprocess.run([PYTHON, "evaluate_models.py", "--model_path", str(ckpt), "--data_path", str(world / "data"),
+                           "--split", "testall", "--fold5", "--out", str(out)], cwd=VARIANT_DIRS[variant],
+                          env=python_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "coco-1k-fold5" in done.stdout and "rsum" in done.stdout
+    record = json.loads(out.read_text())
+    assert record["protocol"] == "coco-1k-fold5"
+    script = Path(PYTHON).parent / f"selfalign-{variant}-evaluate"
+    done = subprocess.run([str(script), "--model_path", str(ckpt), "--split", "testall", "--out", str(out)],
+                          env=python_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["protocol"] == "coco-5k"

@@ -147,3 +147,17 @@ def test_evaluate_models_script_and_console_script(trained, world, tmp_path, var
                           env=python_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["protocol"] == "coco-5k"
+
+
+def test_reproduce_prints_measured_beside_paper(trained, world, tmp_path, capsys):
+    from itr_selfalign.reproduce import load_paper_table, run
+
+    table = load_paper_table()
+    assert table["CAMERA"]["f30k"]["i2t"] == [76.5, 95.1, 97.2] and table["CAMERA+SelfAlign"]["f30k"] is None
+    comparisons = run(["--model_path", str(trained["vsrn0"]), "--data_path", str(world / "data"),
+                       "--out", str(tmp_path / "c.json")])
+    assert [c.result.protocol for c in comparisons] == ["coco-1k-fold5", "coco-5k"]
+    assert comparisons[0].paper == table["VSRN"]["coco1k"]
+    out = capsys.readouterr().out
+    assert "VSRN | protocol coco-1k-fold5 (coco1k)" in out and "paper R@1" in out
+    assert json.loads((tmp_path / "c.json").read_text())["row"] == "VSRN"

@@ -1,0 +1,105 @@
+"""``selfalign-reproduce``: measured recalls beside the paper's, for a checkpoint of either variant.
+
+    selfalign-reproduce --model_path camera_SelfAlign/runs/flickr/model_best.pth.tar --data_path $DATA_PATH
+
+The row follows the checkpoint: CAMERA / VSRN (``--selfalign 0``) or CAMERA+SelfAlign / VSRN+SelfAlign.
+Flickr30K (``*f30k*`` data) is evaluated on ``test``; COCO on ``testall``, giving both the 5K result and the
+mean over its five 1K folds. Rows the paper table leaves null are printed as ``nan`` (unverified).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from itr_common.errors import ArgumentParser, cli_entry
+from itr_common.fileio import write_json_atomic
+from itr_common.logging import setup_logging
+from itr_common.metrics import RetrievalResult
+from itr_selfalign.checkpoints import checkpoint_options, read_checkpoint, variant_of
+from itr_selfalign.evaluate_models import evaluate
+from itr_selfalign.evaluation import COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL, FLICKR_PROTOCOL
+
+PAPER_TABLE = "paper_table.yaml"
+DATASET_KEYS = {FLICKR_PROTOCOL: "f30k", COCO_FOLD5_PROTOCOL: "coco1k", COCO_5K_PROTOCOL: "coco5k"}
+
+
+def load_paper_table() -> dict[str, Any]:
+    """``{row: {dataset: {i2t: [..], t2i: [..]} or None}}`` shipped with the package."""
+    return yaml.safe_load(resources.files("itr_selfalign").joinpath(PAPER_TABLE).read_text(encoding="utf-8"))["rows"]
+
+
+def row_name(variant: str, selfalign: int) -> str:
+    return {"camera": "CAMERA", "vsrn": "VSRN"}[variant] + ("+SelfAlign" if selfalign else "")
+
+
+@dataclass
+class Comparison:
+    result: RetrievalResult
+    paper: dict[str, list[float]] | None
+
+    def lines(self, row: str) -> list[str]:
+        m = self.result
+        out = [f"{row} | protocol {m.protocol} ({DATASET_KEYS[m.protocol]})",
+               f"{'':8}{'R@1':>8}{'R@5':>8}{'R@10':>8}   |{'paper R@1':>10}{'R@5':>8}{'R@10':>8}"]
+        for direction, values in (("i2t", m.i2t), ("t2i", m.t2i)):
+            paper = self.paper[direction] if self.paper else [float("nan")] * 3
+            out.append(f"{direction:8}{values[0]:8.1f}{values[1]:8.1f}{values[2]:8.1f}   |"
+                       f"{paper[0]:10.1f}{paper[1]:8.1f}{paper[2]:8.1f}")
+        paper_rsum = sum(self.paper["i2t"]) + sum(self.paper["t2i"]) if self.paper else float("nan")
+        out.append(f"{'rsum':8}{m.rsum:24.1f}   |{paper_rsum:26.1f}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measured": self.result.to_dict(), "paper": self.paper}
+
+
+def build_parser(prog: str = "selfalign-reproduce") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description="SelfAlign: measured recalls beside the paper's table.")
+    add = parser.add_argument
+    add("--model_path", required=True, help="checkpoint (model_best.pth.tar) of either variant")
+    add("--data_path", default=None, help="root of the precomp data (default: the checkpoint's)")
+    add("--text_path", default=None, help="BERT dir (CAMERA) or vocabulary folder (VSRN); default: the checkpoint's")
+    add("--data_name", default=None, help="f30k_precomp | coco_precomp (default: the checkpoint's)")
+    add("--split", default=None, help="default: test for Flickr30K, testall for COCO")
+    add("--batch_size", type=int, default=None, help="encoding batch size")
+    add("--device", default=None, help="cpu | cuda | cuda:N")
+    add("--out", default="selfalign_reproduce.json", help="JSON file of the comparison")
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> list[Comparison]:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    state = read_checkpoint(args.model_path)
+    variant = variant_of(state["opt"]) or "camera"
+    opt = checkpoint_options(state, variant)
+    data_name = args.data_name or opt.data_name
+    split = args.split or ("testall" if "coco" in data_name.lower() else "test")
+    row = row_name(variant, opt.selfalign)
+    table = load_paper_table()
+    common = dict(data_path=args.data_path, text_path=args.text_path, split=split, batch_size=args.batch_size,
+                  device=args.device, data_name=args.data_name)
+    results = [evaluate(variant, args.model_path, fold5=False, **common)]
+    if split == "testall":
+        results.insert(0, evaluate(variant, args.model_path, fold5=True, **common))
+    comparisons = [Comparison(r, (table.get(row) or {}).get(DATASET_KEYS[r.protocol])) for r in results]
+    for comparison in comparisons:
+        print("\n".join(comparison.lines(row)))
+        print()
+    out = write_json_atomic(args.out, {"row": row, "comparisons": [c.to_dict() for c in comparisons]})
+    print(f"comparison written to {out}")
+    return comparisons
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> None:
+    """``selfalign-reproduce``: exit status 0 on success."""
+    run(argv)
+
+
+__all__ = ["Comparison", "build_parser", "load_paper_table", "main", "row_name", "run"]

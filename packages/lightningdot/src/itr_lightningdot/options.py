@@ -290,6 +290,7 @@ def eval_parser() -> ArgumentParser:
                                                       "(default {output_dir}/retrieval_result_{split}.json)")
     p.add_argument("--save_embeddings", default=None,
                    help="ours: write the test split's embeddings and a faiss index under this directory")
+    p.add_argument("--vocab", default=None, help="ours, with --save_embeddings: the text tower's vocab.txt")
     return p
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from itr_common.errors import UserError, check_keys, require_file
+from itr_common.validation import check_config_types
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -102,9 +103,12 @@ def apply_config(
 
     ``argv`` defaults to ``sys.argv[1:]`` (what ``parse_args`` read). Keys must be option dests or in
     ``extra_keys``; an unknown key raises :class:`UserError` naming ``source`` and the closest valid key.
-    A value outside an option's ``choices`` is an error too. Values are used as the file gives them.
+    A value of another type than its option takes (``"fp16": "no"``, ``"valid_steps": 2.5``, a number
+    written as a string, NaN) or outside an option's ``choices`` is an error too
+    (:func:`itr_common.validation.check_config_types`). Values are used as the file gives them.
     """
     check_keys(config, [*parser_dests(parser), *extra_keys], source)
+    check_config_types(config, parser, source)
     actions = {a.dest: a for a in parser._actions}
     for key, value in config.items():
         action = actions.get(key)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ from itr_common.errors import fail, require_file
 
 __all__ = [
     "atomic_open",
+    "copy_file_atomic",
     "read_json",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -78,6 +80,14 @@ def atomic_open(
             os.unlink(tmp_name)
         raise
     _fsync_dir(target.parent)
+
+
+def copy_file_atomic(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``path`` atomically (see :func:`atomic_open`); the copy's mode follows the umask
+    as a new file's would (never ``mkstemp``'s 0600). Returns ``path`` as a Path."""
+    with open(source, "rb") as src, atomic_open(path, "wb") as handle:
+        shutil.copyfileobj(src, handle, 1 << 20)
+    return Path(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import torch
 
 from itr_common.checkpoint import load_checkpoint, save_atomic
 from itr_common.errors import fail
-from itr_common.fileio import atomic_open
+from itr_common.fileio import atomic_open, copy_file_atomic
 from itr_dime.model import DIME, build_bert
 from itr_dime.options import complete_options
 
@@ -50,15 +48,8 @@ def save_checkpoint(state: dict[str, Any], is_best: bool, prefix: str | os.PathL
     if legacy is None:
         legacy = bool(getattr(state.get("opt"), "legacy_save", False))
     path = (save_legacy_atomic if legacy else save_atomic)(state, folder / CHECKPOINT_FILE)
-    if is_best:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{BEST_FILE}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, folder / BEST_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    if is_best:  # a copy with the umask's mode, as checkpoint.pth.tar (mkstemp's 0600 before)
+        copy_file_atomic(path, folder / BEST_FILE)
     return path
 
 
@@ -78,7 +69,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def has_bert_weights(state: dict[str, Any]) -> bool:
     """Whether the checkpoint's text encoder carries BERT's weights (the original saves them)."""
     model = state.get("model")
-    return isinstance(model, list | tuple) and len(model) == 3 and any(k.startswith("bert.") for k in model[1])
+    return isinstance(model, list | tuple) and len(model) == 3 and any(
+        k.startswith(("bert.", "module.bert.")) for k in model[1])
 
 
 def load_model(

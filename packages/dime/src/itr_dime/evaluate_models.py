@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from itr_common.errors import ArgumentParser, cli_entry
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
+from itr_common.validation import check_device, check_value, integer, require_writable
 from itr_dime.evaluation_models import EvalSettings, evalrank
 
 DEFAULT_MODEL = "pretrain_model/flickr/Flickr30K_DIME_it.pth.tar"
@@ -41,6 +42,11 @@ def build_parser(prog: str = "evaluate_models.py") -> ArgumentParser:
 
 def run(argv: Sequence[str] | None, prog: str) -> RetrievalResult:
     args = build_parser(prog).parse_args(argv)
+    check_device(args.device)
+    for name in ("batch_size", "shard_size"):
+        check_value(f"--{name}", getattr(args, name), integer(1, optional=True))
+    check_value("--workers", args.workers, integer(0))
+    require_writable(args.out or "dime_result.json", "--out", kind="file")
     setup_logging()
     paths = [args.model_path] + ([args.model_path2] if args.model_path2 else [])
     settings = EvalSettings(

@@ -73,6 +73,15 @@ def model_device(model: torch.nn.Module, device: torch.device | str | None = Non
 
 
 @torch.inference_mode()
+def check_split_features(model: DIME, split: PrecompSplit) -> None:
+    """Fail with one line when ``split``'s region features are not the size the model was built for."""
+    expected = model.img_enc.fc.in_features
+    found = split.images.shape[2]
+    if found != expected:
+        fail(f"{split.files['ims']}: expected region features of size {expected} (the checkpoint's img_dim), "
+             f"found {found}")
+
+
 def encode_split(
     model: DIME,
     split: PrecompSplit,
@@ -87,6 +96,7 @@ def encode_split(
 
     ``device``: where to run (default: the model's device).
     """
+    check_split_features(model, split)
     device = model_device(model, device)
     model.eval()
     rgn, img = [], []
@@ -210,6 +220,7 @@ __all__ = [
     "FLICKR_PROTOCOL",
     "EncodedSplit",
     "autocast_for",
+    "check_split_features",
     "encode_split",
     "ensemble_scores",
     "evaluate_encoded",

@@ -26,7 +26,7 @@ from itr_common.errors import cli_entry, fail
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
 from itr_dime.checkpoints import load_model
-from itr_dime.evaluation import EncodedSplit, encode_split, evaluate_encoded, protocol_for
+from itr_dime.evaluation import EncodedSplit, check_split_features, encode_split, evaluate_encoded, protocol_for
 from itr_dime.evaluation_api import (
     RANKS_FILE,
     calItr,
@@ -114,13 +114,15 @@ def load_and_encode(
             opt.data_name = settings.data_name
         if settings.batch_size:
             opt.batch_size = settings.batch_size
+        if encode is None and split is None:
+            split = PrecompSplit(opt.data_path, opt.data_name, settings.split)
+        if split is not None:
+            check_split_features(model, split)  # before any output: a split of another size is one error line
         logger.info("Best model %d: Epoch = %s, Eiters = %s", index, state.get("epoch"), state.get("Eiters"))
         logger.info("best_rsum: %.2f, best_r1: %.2f", float(state.get("best_rsum", 0)), float(state.get("best_r1", 0)))
         if encode is not None:
             loaded.encoded.append(encode(model, opt))
         else:
-            if split is None:
-                split = PrecompSplit(opt.data_path, opt.data_name, settings.split)
             tokenizer = load_bert_tokenizer(opt.bert_path)
             loaded.encoded.append(encode_split(model, split, tokenizer, opt.max_words, opt.batch_size,
                                                settings.workers, device, settings.fp16))

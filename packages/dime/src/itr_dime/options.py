@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 
 from itr_common.errors import ArgumentParser, fail
+from itr_common.validation import check_device, number
+from itr_common.validation import check_options as check_values
 from itr_dime.attention import RAW_FEATURE_NORMS
 from itr_dime.pairs import DIRECTIONS
 
@@ -92,7 +94,7 @@ def complete_options(opt: argparse.Namespace) -> argparse.Namespace:
 
 
 def check_options(opt: argparse.Namespace) -> None:
-    """Fail with one line on a flag value the model cannot use."""
+    """Fail with one line on a flag value the model cannot use: every number's range (finite), the device."""
     if opt.direction not in DIRECTIONS:
         fail(f"--direction: expected one of {', '.join(DIRECTIONS)}, found '{opt.direction}'")
     if opt.raw_feature_norm_CMRC not in RAW_FEATURE_NORMS:
@@ -114,6 +116,11 @@ def check_options(opt: argparse.Namespace) -> None:
         fail(f"--shard_size: expected a positive integer, found {opt.shard_size}")
     if opt.measure != "cosine":
         fail(f"--measure: expected 'cosine' (DIME scores with its interaction module), found '{opt.measure}'")
+    check_values(opt, {
+        "learning_rate": number(above=0), "grad_clip": number(above=0), "margin": number(low=0),
+        "trade_off": number(low=0), "drop": number(low=0, below=1), "lambda_softmax_CMRC": number(above=0),
+    })
+    check_device(opt.device)
 
 
 def parse_train_args(argv: Sequence[str] | None = None, prog: str = "train.py") -> argparse.Namespace:

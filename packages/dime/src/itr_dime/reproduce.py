@@ -10,18 +10,18 @@ score matrix gives both the 5K result and the mean over its five 1K folds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from itr_common.errors import ArgumentParser, cli_entry
+from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult, evaluate_sims
+from itr_common.validation import check_device, require_writable
 from itr_dime.checkpoints import read_checkpoint
 from itr_dime.evaluation import COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL, FLICKR_PROTOCOL, evaluate_encoded
 from itr_dime.evaluation_models import EvalSettings, load_and_encode
@@ -108,6 +108,8 @@ def build_parser(prog: str = "dime-reproduce") -> ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> list[Comparison]:
     """``dime-reproduce`` on ``argv``, returning the comparisons (tests, Python API)."""
     args = build_parser().parse_args(argv)
+    check_device(args.device)
+    require_writable(args.out, "--out", kind="file")
     setup_logging()
     paths = [args.model_path] + ([args.model_path2] if args.model_path2 else [])
     settings = EvalSettings(
@@ -121,9 +123,7 @@ def run(argv: Sequence[str] | None = None) -> list[Comparison]:
         print("\n".join(comparison.lines(row)))
         print()
     record = {"row": row, "comparisons": [c.to_dict() for c in comparisons]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_json_atomic(args.out, record)
     print(f"comparison written to {out}")
     return comparisons
 

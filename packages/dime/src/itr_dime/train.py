@@ -31,6 +31,7 @@ from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, se
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
 from itr_common.training import DEFERRED_SIGNALS, format_options, signals_deferred, step_decay_lr
+from itr_common.validation import check_same_size, require_writable
 from itr_dime.checkpoints import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from itr_dime.data import Batch, DimeCaptionDataset, train_loader
 from itr_dime.evaluation import FLICKR_PROTOCOL, encode_split, evaluate_encoded
@@ -66,12 +67,14 @@ class Trainer:
         require_dir(opt.bert_path, "BERT directory (--bert_path)")
         if opt.resume:
             require_file(opt.resume, "checkpoint (--resume)")
+        require_writable(opt.logger_name, "--logger_name")
         torch.manual_seed(opt.seed)
 
         self.tokenizer = load_bert_tokenizer(opt.bert_path)
         train_split = PrecompSplit(opt.data_path, opt.data_name, "train")
         self.dev_split = PrecompSplit(opt.data_path, opt.data_name, "dev")
-        feat_dim = train_split.images.shape[2]
+        feat_dim = check_same_size({f"{split.split} ({split.files['ims']})": split.images.shape[2]
+                                    for split in (train_split, self.dev_split)})
         if feat_dim != opt.img_dim:
             fail(f"--img_dim: expected {feat_dim} (the feature size of {train_split.files['ims']}), "
                  f"found {opt.img_dim}")

@@ -13,6 +13,8 @@ import pytest
 import torch
 from dime_testlib import PACKAGE_DIR, PYTHON, python_env
 
+from itr_common.testing import check_usage_error
+
 
 @pytest.fixture
 def original_modules(monkeypatch):
@@ -161,8 +163,4 @@ def test_python_evaluation_models_py_with_edited_paths(trained, world, tmp_path)
     for values, needle in (({"model_path": repr(str(tmp_path / "missing.pth.tar"))}, "missing.pth.tar"),
                            ({"fold5": '"yes"'}, "fold5")):
         script = _edited_script(copy, **values)
-        proc = subprocess.run([PYTHON, script.name], cwd=copy, capture_output=True, text=True, env=python_env(),
-                              timeout=300)
-        assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and needle in lines[0], proc.stderr
+        check_usage_error([PYTHON, script.name], [], needle, cwd=copy, env=python_env(), untouched=[copy])

@@ -199,43 +199,43 @@ def test_progress_bar_and_original_script_names(raw, world, tmp_path):
     assert "converting flickr30k" in proc.stderr and f"{n}/{n}" in proc.stderr
 
 
-def _one_line_exit_2(capsys, fn, argv, *needles):
-    with pytest.raises(SystemExit) as exc:
-        fn(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    for needle in needles:
-        assert needle in err[0], err[0]
-
-
 def test_bad_input_exits_2_before_any_work(raw, world, built, tmp_path, capsys):
+    from itr_common.testing import check_usage_error
     from itr_iais.convert_imgdir import main as convert
     from itr_iais.prepro import main as prepro
 
     ann, toker = str(raw / "dataset_flickr30k.json"), str(world / "bert")
     base = ["--annotations", ann, "--task", "itm", "--toker", toker]
-    _one_line_exit_2(capsys, prepro, [*base, "--output", str(tmp_path / "mine.db")], "--split")
-    _one_line_exit_2(capsys, prepro, [*base, "--output", str(tmp_path / "x_train.db"), "--split", "dev"], "--split")
-    _one_line_exit_2(capsys, prepro, [*base, "--output", str(tmp_path / "x.db"), "--split", "restval"], "restval")
-    _one_line_exit_2(capsys, prepro, [*base, "--output", str(built / "txt_db" / "itm_flickr30k_train.db")], "existing")
-    _one_line_exit_2(capsys, prepro, ["--annotations", str(tmp_path / "none.json"), "--task", "itm", "--output",
-                                      str(tmp_path / "a_train.db"), "--toker", toker], "none.json")
-    _one_line_exit_2(capsys, prepro, [*base[:-1], str(tmp_path / "nobert/"), "--output", str(tmp_path / "b_train.db")],
-                     "--toker")
-    _one_line_exit_2(capsys, prepro, [*base, "--output", str(tmp_path / "c_train.db"), "--task", "vqa"], "--task")
+    finished = built / "txt_db" / "itm_flickr30k_train.db"
+    for argv, needles in (
+        ([*base, "--output", tmp_path / "mine.db"], ["--split"]),
+        ([*base, "--output", tmp_path / "x_train.db", "--split", "dev"], ["--split", "dev"]),
+        ([*base, "--output", tmp_path / "x.db", "--split", "restval"], ["restval", "found only"]),
+        ([*base, "--output", finished], ["existing"]),
+        (["--annotations", tmp_path / "none.json", "--task", "itm", "--output", tmp_path / "a_train.db", "--toker",
+          toker], ["none.json"]),
+        ([*base[:-1], tmp_path / "nobert/", "--output", tmp_path / "b_train.db"], ["--toker", "vocab.txt"]),
+        ([*base, "--output", tmp_path / "c_train.db", "--task", "vqa"], ["--task"]),
+        ([*base, "--output", tmp_path / "c_train.db", "--task", "re"], ["--task re"]),
+        ([*base, "--output", tmp_path / "e_train.db", "--missing_imgs", ann], ["--missing_imgs"]),
+    ):
+        check_usage_error(prepro, argv, *needles, untouched=[tmp_path, finished])
     (tmp_path / "bad.json").write_text('{"images": []}')
-    _one_line_exit_2(capsys, prepro, ["--annotations", str(tmp_path / "bad.json"), "--task", "itm", "--toker", toker,
-                                      "--output", str(tmp_path / "d_train.db")], "bad.json", "images")
-    assert not any(tmp_path.glob("*.db"))  # nothing was created
+    check_usage_error(prepro, ["--annotations", tmp_path / "bad.json", "--task", "itm", "--toker", toker,
+                               "--output", tmp_path / "d_train.db"], "bad.json", "images")
     img = str(raw / "flickr30k")
-    _one_line_exit_2(capsys, convert, ["--img_dir", str(tmp_path / "nope"), "--output", str(tmp_path)], "nope")
-    _one_line_exit_2(capsys, convert, ["--img_dir", str(tmp_path), "--output", str(tmp_path / "o")], "*.npz")
-    _one_line_exit_2(capsys, convert, ["--img_dir", img, "--output", str(tmp_path), "--min_bb", "200"], "--min_bb")
-    _one_line_exit_2(capsys, convert, ["--img_dir", img, "--output", str(tmp_path), "--conf_th", "2"], "--conf_th")
-    _one_line_exit_2(capsys, convert, ["--img_dir", img, "--output", str(tmp_path), "--nproc", "0"], "--nproc")
-    _one_line_exit_2(capsys, convert, ["--img_dir", img], "--output")
-    _one_line_exit_2(capsys, convert, ["--img_dir", img, "--output", str(built / "img_db")], "existing")
+    out = tmp_path / "img_db"
+    for argv, needles in (
+        (["--img_dir", tmp_path / "nope", "--output", out], ["nope"]),
+        (["--img_dir", tmp_path, "--output", out], ["*.npz"]),
+        (["--img_dir", img, "--output", out, "--min_bb", "200"], ["--min_bb"]),
+        (["--img_dir", img, "--output", out, "--conf_th", "2"], ["--conf_th"]),
+        (["--img_dir", img, "--output", out, "--nproc", "0"], ["--nproc"]),
+        (["--img_dir", img, "--output", out, "--max_bb", "many"], ["--max_bb"]),
+        (["--img_dir", img], ["--output"]),
+        (["--img_dir", img, "--output", built / "img_db"], ["existing"]),
+    ):
+        check_usage_error(convert, argv, *needles, untouched=[out, built / "img_db"])
     corrupt = tmp_path / "corrupt" / "flickr30k"
     corrupt.mkdir(parents=True)
     (corrupt / "a.npz").write_bytes(b"not a zip")
@@ -243,6 +243,15 @@ def test_bad_input_exits_2_before_any_work(raw, world, built, tmp_path, capsys):
         convert(["--img_dir", str(corrupt), "--output", str(tmp_path / "o2"), "--nproc", "1"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert exc.value.code == 2 and last.startswith("error:") and "a.npz" in last and "none of 1" in last
+
+
+@pytest.mark.slow
+def test_console_scripts_exit_0(raw, world, tmp_path):
+    from itr_common.testing import check_console_script
+
+    check_console_script("iais-prepro", ["--annotations", raw / "dataset_flickr30k.json", "--output",
+                                         tmp_path / "itm_flickr30k_val.db", "--task", "itm", "--toker", world / "bert"])
+    check_console_script("iais-convert-imgdir", ["--img_dir", raw / "flickr30k", "--output", tmp_path, "--nproc", "1"])
 
 
 def test_a_corrupt_npz_is_skipped_as_the_original(raw, tmp_path, capsys):

@@ -78,17 +78,16 @@ def test_download_itm_checks_a_downloaded_tree(storage, capsys):
 
 
 def test_download_itm_bad_input_exits_2(tmp_path):
-    proc = _bash("bash scripts/download_itm.sh")
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "PATH_TO_STORAGE" in proc.stderr
-    (tmp_path / "file").write_text("x")
-    for args, needle in (([str(tmp_path / "file")], "found a file"),
-                         ([str(tmp_path), "--datasets", "vg"], "--datasets"),
-                         ([str(tmp_path), "--checksums", str(tmp_path / "no")], "--checksums")):
-        from itr_iais.download_itm import main
+    from itr_common.testing import check_usage_error, subprocess_env
+    from itr_iais.download_itm import main
 
-        with pytest.raises(SystemExit) as exc:
-            main(args)
-        assert exc.value.code == 2, needle
+    env = subprocess_env(PYTHON=sys.executable)
+    check_usage_error(["bash", "scripts/download_itm.sh"], [], "PATH_TO_STORAGE", cwd=PACKAGE_DIR, env=env)
+    (tmp_path / "file").write_text("x")
+    check_usage_error(main, [tmp_path / "file"], "found a file")
+    check_usage_error(main, [tmp_path / "store", "--datasets", "vg"], "--datasets", untouched=[tmp_path / "store"])
+    check_usage_error(main, [tmp_path / "store", "--checksums", tmp_path / "no"], "--checksums",
+                      untouched=[tmp_path / "store"])
 
 
 def _fake_docker(tmp_path: Path) -> Path:

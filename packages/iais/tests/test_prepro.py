@@ -266,3 +266,40 @@ def test_a_corrupt_npz_is_skipped_as_the_original(raw, tmp_path, capsys):
     main(["--img_dir", str(folder), "--output", str(tmp_path / "img_db"), "--nproc", "1"])
     assert "1 corrupted files skipped" in capsys.readouterr().out
     assert len(DetectFeatLmdb(tmp_path / "img_db" / "flickr30k", compressed=False)) == _n_images(raw)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_finishes_the_img_db(raw, built, tmp_path, capsys):
+    """A real SIGKILL half-way through convert_imgdir.py (slowed to 20 ms an image), then the same command again."""
+    import signal
+
+    from itr_common.data.uniter_lmdb import DetectFeatLmdb
+    from itr_common.testing import subprocess_env
+    from itr_iais.convert_imgdir import main as convert
+
+    argv = ["--img_dir", str(raw / "flickr30k"), "--output", str(tmp_path), "--nproc", "1"]
+    slow = ("import sys, time\n"
+            "import itr_common.data.uniter_lmdb as l, itr_common.data.uniter_prepro as p\n"
+            "l.COMMIT_EVERY = 7\n"
+            "real = p._load\n"
+            "def load(job):\n"
+            "    time.sleep(0.02); print('loaded', flush=True); return real(job)\n"
+            "p._load = load\n"
+            "from itr_iais.convert_imgdir import main\n"
+            f"main({argv!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", slow], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=subprocess_env())
+    for _ in range(20):  # 20 images loaded: 19 written, two batches of 7 committed
+        assert proc.stdout.readline().startswith("loaded")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    capsys.readouterr()
+    convert(argv)
+    written_now = int(capsys.readouterr().out.split("images (")[1].split()[0])
+    assert 0 < written_now <= _n_images(raw) - 14
+    resumed = DetectFeatLmdb(tmp_path / "flickr30k", compressed=False)
+    clean = DetectFeatLmdb(built / "img_db" / "flickr30k", compressed=False)
+    assert resumed.name2nbb == clean.name2nbb and len(resumed._stored_names()) == _n_images(raw)
+    for name in clean.names[:5]:
+        np.testing.assert_array_equal(resumed[name][0].numpy(), clean[name][0].numpy())

@@ -33,6 +33,6 @@ def train_argv(world: Path, run: Path, config: str, *extra: str, epochs: int = 1
             "--val_step", "7000", "--num_epochs", str(epochs), "--log_step", "1000", *extra]
 
 
-def test_argv(world: Path, checkpoint: Path, out: Path, keys: str = "test_img_keys.tsv") -> list[str]:
+def eval_argv(world: Path, checkpoint: Path, out: Path, keys: str = "test_img_keys.tsv") -> list[str]:
     """``test.py`` arguments: the README command on ``world``."""
     return [*data_flags(world), "--eval_img_keys_file", keys, "--load_checkpoint", str(checkpoint), "--out", str(out)]

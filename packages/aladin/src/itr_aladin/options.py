@@ -133,27 +133,34 @@ def read_training_args(checkpoint_dir: str | os.PathLike) -> argparse.Namespace 
     return loaded
 
 
-def restore_training_settings(args: argparse.Namespace) -> argparse.Namespace:
-    """Copy ``OVERRIDE_PARAMS`` from ``{eval_model_dir}/training_args.bin`` where they differ (logged)."""
+def restore_training_settings(args: argparse.Namespace, notes: list[str] | None = None) -> argparse.Namespace:
+    """Copy ``OVERRIDE_PARAMS`` from ``{eval_model_dir}/training_args.bin`` where they differ.
+
+    Each override is logged, or appended to ``notes`` (logged by the caller once every input is checked,
+    so that bad input still gives a single line)."""
+    notes_out = notes if notes is not None else []
     train_args = read_training_args(args.eval_model_dir)
     if train_args is None:
-        LOGGER.warning("%s: no %s; keeping the command-line settings", args.eval_model_dir, TRAINING_ARGS_NAME)
-        return args
-    for param in OVERRIDE_PARAMS:
-        if hasattr(train_args, param):
-            train_v, test_v = getattr(train_args, param), getattr(args, param)
-            if train_v != test_v:
-                LOGGER.warning("Override %s with train args: %s -> %s", param, test_v, train_v)
-                setattr(args, param, train_v)
+        notes_out.append(f"{args.eval_model_dir}: no {TRAINING_ARGS_NAME}; keeping the command-line settings")
+    else:
+        for param in OVERRIDE_PARAMS:
+            if hasattr(train_args, param):
+                train_v, test_v = getattr(train_args, param), getattr(args, param)
+                if train_v != test_v:
+                    notes_out.append(f"Override {param} with train args: {test_v} -> {train_v}")
+                    setattr(args, param, train_v)
+    if notes is None:
+        for note in notes_out:
+            LOGGER.warning("%s", note)
     return args
 
 
-def use_checkpoint_feature_dim(args: argparse.Namespace, config: Any) -> None:
+def use_checkpoint_feature_dim(args: argparse.Namespace, config: Any, notes: list[str]) -> None:
     """Region rows have the model's ``img_feature_dim`` (config.json), as in the original, whose model is built
     from config.json and whose reader reshapes rows to (num_boxes, -1): ``--img_feature_dim`` is not used."""
     if args.img_feature_dim != config.img_feature_dim:
-        LOGGER.info("--img_feature_dim %s: using %s, the img_feature_dim of %s/config.json", args.img_feature_dim,
-                    config.img_feature_dim, args.eval_model_dir)
+        notes.append(f"--img_feature_dim {args.img_feature_dim}: using {config.img_feature_dim}, the img_feature_dim "
+                     f"of {args.eval_model_dir}/config.json")
         args.img_feature_dim = config.img_feature_dim
 
 

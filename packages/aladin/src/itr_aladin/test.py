@@ -73,13 +73,16 @@ def load_model(args: argparse.Namespace, device: torch.device | str = "cpu") -> 
 def evaluate(args: argparse.Namespace) -> dict[str, dict[str, RetrievalResult]]:
     """Both heads on ``--test_split`` ('test'); returns ``{head: {protocol: result}}`` and writes ``--out``."""
     args.do_test = args.do_eval = True
-    args = restore_training_settings(args)
-    out = check_out(args.out)
+    notes: list[str] = []
+    args = restore_training_settings(args, notes)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu"))
     model, config = load_model(args, device)
-    use_checkpoint_feature_dim(args, model.img_txt_enc.oscar_model.config)
+    use_checkpoint_feature_dim(args, model.img_txt_enc.oscar_model.config, notes)
     tokenizer = load_bert_tokenizer(args.eval_model_dir, do_lower_case=True)
     data = open_split(args, args.test_split, is_train=False)
+    out = check_out(args.out)
+    for note in notes:
+        logger.warning("%s", note)
     t0 = time.time()
     enc = encode_split(model, data, tokenizer, args.max_seq_length, args.max_img_seq_length,
                        config["training"]["bs"], args.num_workers, device)

@@ -110,11 +110,12 @@ class Trainer:
         training = self.config["training"]
         args.per_gpu_train_batch_size = args.per_gpu_eval_batch_size = training["bs"]
         args.do_test = args.do_eval = True
-        args = restore_training_settings(args)
+        notes: list[str] = []
+        args = restore_training_settings(args, notes)
         self.oscar_config = OscarConfig.from_dir(args.eval_model_dir)
         check_vocab(args.eval_model_dir, self.oscar_config)
         require_file(Path(args.eval_model_dir) / "pytorch_model.bin", "VinVL weights (pytorch_model.bin)")
-        use_checkpoint_feature_dim(args, self.oscar_config)
+        use_checkpoint_feature_dim(args, self.oscar_config, notes)
         for flag, path in (("--resume", args.resume), ("--load-teacher-model", args.load_teacher_model)):
             if path:
                 require_file(path, f"checkpoint ({flag})")
@@ -123,6 +124,8 @@ class Trainer:
         self.val_data = open_split(args, "minival", is_train=True)
         if dist.is_main:
             check_writable(args.logger_name)
+        for note in notes:
+            logger.warning("%s", note)
 
         torch.manual_seed(args.seed)
         self.model = ALADModel(self.config, self.oscar_config)
@@ -141,9 +144,9 @@ class Trainer:
         self.start = (0, 0)
         self.position = (0, 0)
         self.result = TrainResult()
+        torch.manual_seed(args.seed + 1000 * dist.rank)  # the dropout stream of this process
         if args.resume or args.load_teacher_model:
             self.load(args.resume or args.load_teacher_model, resume=bool(args.resume))
-        torch.manual_seed(args.seed + 1000 * dist.rank + self.model.Eiters)  # dropout stream of this process
 
     # ------------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -193,8 +196,10 @@ class Trainer:
             self.start = (int(state["resume"]["epoch"]), int(state["resume"]["batch"]))
         else:  # an original checkpoint: 'epoch' counts the epochs begun
             self.start = (int(state["epoch"]), 0)
-        if "rng" in state:
+        if "rng" in state and self.dist.world_size == 1:
             restore_rng_state(state["rng"])
+        elif "rng" in state:  # each process had its own dropout stream; rank 0's was saved
+            torch.manual_seed(self.args.seed + 1000 * self.dist.rank + self.model.Eiters)
         self.position = self.start
         logger.info("=> loaded checkpoint '%s' (epoch %d, batch %d)", path, *self.start)
 

@@ -1,0 +1,137 @@
+"""The README's commands end to end (in-process and as console scripts), the labelled protocols, bad input
+(exit 2, one line, nothing written) and --resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from aladin_testlib import ALAD_DIR, PYTHON, config_path, data_flags, eval_argv, train_argv
+
+from itr_aladin.test import main as run_test_py
+from itr_aladin.train import main as run_train_py
+from itr_common.testing import check_console_script, check_resume_exact, check_usage_error
+
+
+def test_test_py_labels_both_heads_and_protocols(world, trained, tmp_path):
+    out5k = tmp_path / "5k.json"
+    run_test_py(eval_argv(world, trained, out5k))
+    record = json.loads(out5k.read_text())
+    assert set(record["results"]) == {"matching", "alignment"}
+    for head in ("matching", "alignment"):
+        assert set(record["results"][head]) == {"coco-5k", "coco-1k-fold5"}
+        assert record["results"][head]["coco-5k"]["n_images"] == 20
+        assert "5K" in record["results"][head]["coco-5k"]["extras"]["protocol_label"]
+    out1k = tmp_path / "1k.json"
+    run_test_py(eval_argv(world, trained, out1k, keys="test_img_keys_1k.tsv"))
+    one_k = json.loads(out1k.read_text())["results"]["alignment"]["1k"]
+    assert one_k["n_images"] == 4 and "test_img_keys_1k" in one_k["extras"]["protocol_label"]
+
+
+def test_checkpoint_holds_the_original_keys(trained):
+    from itr_aladin.train import read_aladin_checkpoint
+
+    state = read_aladin_checkpoint(trained)
+    assert {"epoch", "model", "optimizer", "scheduler", "opt", "config", "Eiters"} <= set(state)
+    assert state["config"]["training"]["loss-type"] == "alignment-distillation"
+
+
+def test_console_script_and_original_script_name(world, trained, tmp_path):
+    check_console_script("aladin-test", eval_argv(world, trained, tmp_path / "cs.json"))
+    assert (tmp_path / "cs.json").is_file()
+    check_console_script("aladin-train", ["--help"])
+    assert (ALAD_DIR / "train.py").is_file() and (ALAD_DIR / "test.py").is_file()
+
+
+@pytest.fixture
+def world_copy(world, tmp_path) -> Path:
+    target = tmp_path / "world"
+    shutil.copytree(world, target)
+    return target
+
+
+def _first_train_row(world: Path) -> tuple[Path, int]:
+    import torch
+
+    first = next(iter(torch.load(world / "coco_ir" / "train_captions.pt")))
+    mapping = json.loads((world / "features" / "imageid2idx.json").read_text())
+    return world / "features" / "features.tsv", mapping[str(first)]
+
+
+def _edit_row(path: Path, row: int, edit) -> None:
+    lines = path.read_bytes().split(b"\n")
+    fields = lines[row].split(b"\t")
+    new = edit(fields)
+    assert len(b"\t".join(new)) == len(lines[row])  # same length: the .lineidx stays valid
+    lines[row] = b"\t".join(new)
+    path.write_bytes(b"\n".join(lines))
+
+
+def _bad_train(world: Path, run: Path, *needles: str, config: str = "alad-alignment-triplet", extra=()):
+    return check_usage_error(run_train_py, train_argv(world, run, config, *extra), *needles, untouched=[run],
+                             allow_notices=True)
+
+
+def test_bad_base64_row(world_copy, tmp_path):
+    tsv, row = _first_train_row(world_copy)
+    _edit_row(tsv, row, lambda f: [f[0], f[1], b"!" + f[2][1:]])
+    _bad_train(world_copy, tmp_path / "run", "features.tsv", f"row {row}", "base64")
+
+
+def test_wrong_number_of_floats(world_copy, tmp_path):
+    tsv, row = _first_train_row(world_copy)
+    _edit_row(tsv, row, lambda f: [f[0], str(int(f[1]) - 1).encode().rjust(len(f[1]), b"0"), f[2]])
+    _bad_train(world_copy, tmp_path / "run", "features.tsv", f"row {row}", "float32")
+
+
+def test_lineidx_not_matching_the_tsv(world_copy, tmp_path):
+    idx = world_copy / "features" / "features.lineidx"
+    offsets = idx.read_text().split()
+    offsets[1] = str(int(offsets[1]) + 3)
+    idx.write_text("\n".join(offsets) + "\n")
+    _bad_train(world_copy, tmp_path / "run", "features")
+
+
+def test_image_missing_from_imageid2idx(world_copy, tmp_path):
+    path = world_copy / "features" / "imageid2idx.json"
+    mapping = json.loads(path.read_text())
+    import torch
+
+    first = next(iter(torch.load(world_copy / "coco_ir" / "train_captions.pt")))
+    del mapping[str(first)]
+    path.write_text(json.dumps(mapping))
+    _bad_train(world_copy, tmp_path / "run", "imageid2idx.json", str(first))
+
+
+def test_yaml_unknown_key(world, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config_path("alad-alignment-triplet").read_text().replace("grad-clip", "grad-clipping"))
+    argv = [*data_flags(world), "--config", str(bad), "--logger_name", str(tmp_path / "run")]
+    check_usage_error(run_train_py, argv, "grad-clipping", "did you mean 'grad-clip'", untouched=[tmp_path / "run"],
+                      allow_notices=True)
+
+
+def test_checkpoint_dir_without_config_json(world_copy, tmp_path):
+    (world_copy / "pretrained" / "checkpoint-0132780" / "config.json").unlink()
+    _bad_train(world_copy, tmp_path / "run", "config.json")
+
+
+def test_test_py_bad_checkpoint(world, tmp_path):
+    junk = tmp_path / "junk.pth.tar"
+    junk.write_bytes(b"not a checkpoint")
+    check_usage_error(run_test_py, eval_argv(world, junk, tmp_path / "o.json"), "junk.pth.tar", allow_notices=True)
+
+
+@pytest.mark.slow
+def test_resume_after_sigterm_is_exact(world, tmp_path):
+    def command(run: Path, resume: bool) -> list[str]:
+        argv = train_argv(world, run, "alad-alignment-and-matching-distill", "--val_step", "5", epochs=2)
+        if resume:
+            argv += ["--resume", str(run / "checkpoint.pth.tar")]
+        return [PYTHON, str(ALAD_DIR / "train.py"), *argv]
+
+    check_resume_exact(command, tmp_path, final="checkpoint.pth.tar", kill_when="checkpoint.pth.tar",
+                       resume_evidence=r"loaded checkpoint .* \(epoch \d+, batch \d+\)", cwd=ALAD_DIR,
+                       select=lambda state: {"model": state["model"], "optimizer": state["optimizer"]})

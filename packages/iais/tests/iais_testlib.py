@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 
-import torch
+from itr_common.testing import single_thread
+
+__all__ = ["PACKAGE_DIR", "QUICK", "TINY_CONFIG", "data_flags", "single_thread", "train_argv", "train_command"]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 TINY_CONFIG = PACKAGE_DIR / "config" / "train-itm-flickr-tiny-hn.json"
@@ -36,12 +37,6 @@ QUICK = ("--num_train_steps", "4", "--valid_steps", "2", "--train_batch_size", "
 """Four updates of one iteration each, validation and checkpoints at updates 2 and 4."""
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Tiny models run several times faster on one intra-op thread (and do not fight other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def train_command(world: Path, out: Path, *extra: str) -> list[str]:
+    """The README command as a user runs it: ``python train_itm_hard_negatives.py ...`` from the package folder."""
+    return [sys.executable, str(PACKAGE_DIR / "train_itm_hard_negatives.py"), *train_argv(world, out, *extra)]

@@ -23,8 +23,11 @@ from typing import IO, Any
 from itr_common.errors import fail, require_file
 
 __all__ = [
+    "ResultSet",
     "atomic_open",
     "copy_file_atomic",
+    "removed_on_failure",
+    "result_set",
     "read_json",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -88,6 +91,90 @@ def copy_file_atomic(source: str | os.PathLike, path: str | os.PathLike) -> Path
     with open(source, "rb") as src, atomic_open(path, "wb") as handle:
         shutil.copyfileobj(src, handle, 1 << 20)
     return Path(path)
+
+
+class ResultSet:
+    """The files of one result set, staged in a hidden folder until :func:`result_set` commits them all."""
+
+    def __init__(self, folder: Path, staging: Path) -> None:
+        self.folder = folder
+        self.staging = staging
+
+    def path(self, name: str) -> Path:
+        """Where to write the result file ``name`` (a plain name, no folders) while the set is staged."""
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"result_set: expected a plain file name, found {name!r}")
+        return self.staging / name
+
+
+STAGING_PREFIX = ".result-set-"
+
+
+@contextlib.contextmanager
+def result_set(folder: str | os.PathLike) -> Iterator[ResultSet]:
+    """Write several result files so that ``folder`` holds the old set or the new one, never a mix.
+
+    Inside the block, write each file to ``rs.path(name)`` (any writer; ``atomic_open`` included):
+    the files go to a hidden staging folder ``folder/.result-set-*``. When the block succeeds, each
+    is fsynced and renamed over ``folder/name`` (renames only: nothing is left half-written), and the
+    staging folder removed. On any error (SIGTERM included) the staging folder is removed and
+    ``folder``'s files are as before: no stray temp file, no mix of old and new files. Staging folders
+    left by a killed process (SIGKILL) are removed by the next result set in ``folder``.
+    """
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob(f"{STAGING_PREFIX}*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=STAGING_PREFIX, suffix=".tmp"))
+    try:
+        yield ResultSet(target, staging)
+        staged = sorted(p for p in staging.iterdir() if p.is_file() and not p.name.startswith("."))
+        for item in staged:
+            with open(item, "rb+") as handle:
+                os.fsync(handle.fileno())
+        for item in staged:
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _fsync_dir(target)
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder: str | os.PathLike, enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """Undo what a run created in ``folder`` when it fails before calling ``keep()`` (its first checkpoint).
+
+    Yields ``keep``. When the block raises (a ``UserError``, a crash, SIGTERM or Ctrl-C) before
+    ``keep()``, every entry of ``folder`` that was not there when the block began is removed, and
+    ``folder`` itself when the block created it: a failed run leaves nothing that blocks the next
+    plain run (e.g. "output_dir already exists and is not empty"). Entries that existed before are
+    never touched. ``enabled=False`` (ranks > 0) does nothing.
+    """
+    root = Path(folder)
+    existed = root.exists()
+    before = {p.name for p in root.iterdir()} if existed and root.is_dir() else set()
+    kept = False
+
+    def keep() -> None:
+        nonlocal kept
+        kept = True
+
+    try:
+        yield keep
+    except BaseException:
+        if enabled and not kept and root.is_dir():
+            for entry in root.iterdir():
+                if entry.name in before:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+            if not existed:
+                with contextlib.suppress(OSError):
+                    root.rmdir()
+        raise
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

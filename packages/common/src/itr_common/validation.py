@@ -71,17 +71,20 @@ class Check:
     many: bool = False
 
     def describe(self) -> str:
-        """``an integer >= 1``, ``a finite number in (0, 1)``, ``true or false``, ``one of 'a', 'b'``."""
+        """``an integer >= 1``, ``a finite number in (0, 1)``, ``true or false``, ``one of 'a', 'b'``,
+        ``a list of finite numbers in [0, 1)``."""
         if self.kind == "bool":
-            base = "true or false"
+            base = "true/false values" if self.many else "true or false"
         elif self.kind == "choice":
-            base = "one of " + ", ".join(repr(c) for c in self.choices)
+            base = ("values, each " if self.many else "") + "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.kind == "str":
-            base = "a string"
+            base = "strings" if self.many else "a string"
+        elif self.many:
+            base = ("integers" if self.kind == "int" else "finite numbers") + self._range()
         else:
             base = ("an integer" if self.kind == "int" else "a finite number") + self._range()
         if self.many:
-            base = f"a list of {base.removeprefix('an ').removeprefix('a ')}s"
+            base = f"a list of {base}"
         return f"{base} or null" if self.optional else base
 
     def _range(self) -> str:

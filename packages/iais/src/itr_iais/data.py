@@ -17,8 +17,10 @@ Two joint layouts, both with a 0/1 ``attn_masks`` (B, T):
   ``img_attn_masks`` (1, T) (its regions).
 
 Texts are sharded over ranks (``ids[rank::world_size]``) as the original's horovod sharding.
-Negatives are drawn with the module-level ``random`` generator, which PyTorch re-seeds in every
-DataLoader worker (a per-dataset generator would be copied into each forked worker unchanged).
+The training groups' negatives are drawn from a generator keyed by ``(seed, epoch, side, text id)``
+(the original: the global ``random``; the same distribution), so a group is the same whichever
+process, worker or resumed run builds it: ``--resume`` continues with exactly the groups the
+uninterrupted run would have trained on. Call :meth:`set_epoch` before each pass.
 """
 
 from __future__ import annotations
@@ -68,15 +70,19 @@ def compact_attn_masks(txt_lens: Sequence[int], num_bbs: Sequence[int]) -> Tenso
     return masks
 
 
-def sample_negative(pool: Sequence[Any], ground_truths: Sequence[Any], num_sample: int) -> list[Any]:
-    """``num_sample`` distinct items of ``pool`` with none of ``ground_truths`` (random, retried)."""
+def sample_negative(pool: Sequence[Any], ground_truths: Sequence[Any], num_sample: int,
+                    rng: random.Random | None = None) -> list[Any]:
+    """``num_sample`` distinct items of ``pool`` with none of ``ground_truths`` (random, retried).
+
+    ``rng``: the generator to draw with (default: the module-level ``random``)."""
+    draw = rng.sample if rng is not None else random.sample
     truths = set(ground_truths)
     available = len(pool) - len(truths.intersection(pool))
     if available < num_sample:
         fail(f"negative_size: expected at most {available} (negatives available in a pool of {len(pool)}), "
              f"found {num_sample}")
     while True:
-        outputs = random.sample(list(pool), num_sample)
+        outputs = draw(list(pool), num_sample)
         if not truths.intersection(outputs):
             return outputs
 
@@ -125,22 +131,41 @@ class DetectFeatTxtTokDataset(Dataset):
         return feat, pos, feat.size(0)
 
 
-class HardNegFromText(DetectFeatTxtTokDataset):
+class EpochSeeded:
+    """Negatives drawn from a generator keyed by ``(seed, epoch, side, text id)``; :meth:`set_epoch` per pass."""
+
+    seed: int = 0
+    epoch: int = 0
+    side: str = ""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def rng_for(self, txt_id: str) -> random.Random:
+        return random.Random(f"iais-negatives:{self.seed}:{self.epoch}:{self.side}:{txt_id}")
+
+
+class HardNegFromText(EpochSeeded, DetectFeatTxtTokDataset):
     """One text with its image first and ``neg_sample_size`` random other images (B = 1 + negatives)."""
 
-    def __init__(self, txt_db, img_db, neg_sample_size: int, iais: bool = False, rank: int = 0, world_size: int = 1):
+    side = "t"
+
+    def __init__(self, txt_db, img_db, neg_sample_size: int, iais: bool = False, rank: int = 0, world_size: int = 1,
+                 seed: int = 0):
         super().__init__(txt_db, img_db, rank, world_size)
         self.img2txts = txt_db.img2txts
         self.img_name_list = list(self.img2txts)
         self.neg_sample_size = neg_sample_size
         self.iais = iais
+        self.seed = seed
 
     def __getitem__(self, i: int) -> Batch:
         gt_txt_id = self.ids[i]
         gt_img = self.txt2img[gt_txt_id]
         input_ids = self.input_ids(gt_txt_id).unsqueeze(0)  # (1, L), expanded by the model
         tl = input_ids.size(1)
-        img_ids = [gt_img, *sample_negative(self.img_name_list, [gt_img], self.neg_sample_size)]
+        img_ids = [gt_img, *sample_negative(self.img_name_list, [gt_img], self.neg_sample_size,
+                                            self.rng_for(gt_txt_id))]
         feats, poss, nbbs = zip(*(self.image(name) for name in img_ids))
         batch: Batch = {
             "input_ids": input_ids,
@@ -157,21 +182,26 @@ class HardNegFromText(DetectFeatTxtTokDataset):
         return batch
 
 
-class HardNegFromImage(DetectFeatTxtTokDataset):
+class HardNegFromImage(EpochSeeded, DetectFeatTxtTokDataset):
     """One image with one of its texts first and ``neg_sample_size`` texts that are not its own."""
 
-    def __init__(self, txt_db, img_db, neg_sample_size: int, iais: bool = False, rank: int = 0, world_size: int = 1):
+    side = "i"
+
+    def __init__(self, txt_db, img_db, neg_sample_size: int, iais: bool = False, rank: int = 0, world_size: int = 1,
+                 seed: int = 0):
         super().__init__(txt_db, img_db, rank, world_size)
         self.img2txts = txt_db.img2txts
         self.txt_name_list = list(self.txt2img)
         self.neg_sample_size = neg_sample_size
         self.iais = iais
+        self.seed = seed
 
     def __getitem__(self, i: int) -> Batch:
         gt_txt_id = self.ids[i]
         gt_img = self.txt2img[gt_txt_id]
         feat, pos, nbb = self.image(gt_img)
-        txt_ids = [gt_txt_id, *sample_negative(self.txt_name_list, self.img2txts[gt_img], self.neg_sample_size)]
+        txt_ids = [gt_txt_id, *sample_negative(self.txt_name_list, self.img2txts[gt_img], self.neg_sample_size,
+                                               self.rng_for(gt_txt_id))]
         texts = [self.input_ids(t) for t in txt_ids]
         txt_lens = [t.size(0) for t in texts]
         input_ids = pad_sequence(texts, batch_first=True, padding_value=0)

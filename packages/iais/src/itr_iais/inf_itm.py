@@ -17,21 +17,22 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from itr_common import dist
 from itr_common.amp import Amp, AmpConfig
-from itr_common.checkpoint import load_checkpoint
+from itr_common.checkpoint import load_checkpoint, strip_module_prefix
 from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb
 from itr_common.errors import cli_entry, fail, require_dir, require_file
+from itr_common.fileio import result_set, write_json_atomic
 from itr_common.logging import get_logger, progress, setup_logging
 from itr_common.metrics import RetrievalResult
-from itr_common.models.uniter import load_uniter_state_dict
+from itr_common.models.uniter import img_dim_of, load_uniter_state_dict
+from itr_common.validation import check_options, check_same_size, check_value, number, require_writable
 from itr_iais.evaluate import evaluate_full, itm_eval, protocol_for, retrieval_result
 from itr_iais.model import UniterForImageTextRetrievalHardNeg, load_model_config
-from itr_iais.options import inference_parser, resolve_model_config
+from itr_iais.options import INFERENCE_CHECKS, inference_parser, resolve_model_config
 from itr_iais.results_io import write_results
 
 LOGGER = get_logger(__name__)
@@ -43,8 +44,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for key in ("txt_db", "img_db", "checkpoint", "model_config", "output_dir"):
         if not getattr(opts, key):
             fail(f"--{key}: required, found none")
-    if opts.batch_size <= 0:
-        fail(f"--batch_size: expected a positive number of images per forward pass, found {opts.batch_size}")
     if opts.train_config is not None:
         hps_path = require_file(opts.train_config, "--train_config (hps.json)")
         try:
@@ -56,14 +55,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             fail(f"{hps_path}: expected keys {', '.join(PREPRO_KEYS)}, missing {', '.join(missing)}")
         for key in PREPRO_KEYS:
             setattr(opts, key, hps[key])
+    check_options(opts, INFERENCE_CHECKS)
+    if opts.conf_th != -1:
+        check_value("--conf_th", opts.conf_th, number(0, 1))
     require_dir(opts.txt_db, "--txt_db")
     require_dir(opts.img_db, "--img_db")
     require_file(opts.checkpoint, "--checkpoint")
     opts.model_config = str(resolve_model_config(opts.model_config))
+    require_writable(opts.output_dir, "--output_dir")
     return opts
 
 
-def load_model(opts: argparse.Namespace, device: torch.device) -> UniterForImageTextRetrievalHardNeg:
+def load_model(opts: argparse.Namespace, device: torch.device, feature_dim: int | None = None
+               ) -> UniterForImageTextRetrievalHardNeg:
     """The ranking model from ``model_config`` and ``checkpoint``; zero-shot checkpoints get ``init_output``.
 
     The original tests ``'rank_output' not in checkpoint``, never true for a state dict (its keys are
@@ -71,9 +75,15 @@ def load_model(opts: argparse.Namespace, device: torch.device) -> UniterForImage
     its own checkpoints store ``itm_output`` row 1 equal to ``rank_output``. Here the test is on the keys.
     """
     state = load_checkpoint(opts.checkpoint)
-    model = UniterForImageTextRetrievalHardNeg(load_model_config(opts.model_config, state))
-    load_uniter_state_dict(model, state, strict=False, source=str(opts.checkpoint))
-    if not any(k.startswith("rank_output.") for k in state):
+    config = load_model_config(opts.model_config, state)
+    if feature_dim is not None:
+        check_same_size({f"--img_db {opts.img_db}": feature_dim, f"--checkpoint {opts.checkpoint} (img_dim)":
+                         img_dim_of(strip_module_prefix(state)) or config.img_dim})
+    model = UniterForImageTextRetrievalHardNeg(config)
+    # strict but for the documented zero-shot case (a pre-trained UNITER without rank_output, logged by name):
+    # encoder weights missing from the checkpoint are refused instead of scored with random weights
+    report = load_uniter_state_dict(model, state, strict=False, source=str(opts.checkpoint))
+    if report.missing:
         LOGGER.info("%s has no rank_output: zero-shot, ranking head from itm_output", opts.checkpoint)
         model.init_output()
     return model.to(device).eval()
@@ -94,7 +104,7 @@ def run(opts: argparse.Namespace) -> RetrievalResult | None:
     setup_logging(info.rank)
     txt_db = TxtTokLmdb(opts.txt_db, -1)
     img_db = DetectFeatLmdb(opts.img_db, opts.conf_th, opts.max_bb, opts.min_bb, opts.num_bb, opts.compressed_db)
-    model = load_model(opts, info.device)
+    model = load_model(opts, info.device, img_db.feature_dim)
     amp = Amp(AmpConfig.from_original(fp16=opts.fp16, device=info.device))
     bar = progress(total=len(txt_db.img2txts), desc="inference")
     start = time.time()
@@ -110,12 +120,11 @@ def run(opts: argparse.Namespace) -> RetrievalResult | None:
         extras={"name": "iais-inf_itm", "checkpoint": str(opts.checkpoint), "time_s": time.time() - start,
                 "pairs_per_s": pairs_per_s, "world_size": info.world_size, "fp16": bool(opts.fp16)},
     )
-    out = Path(opts.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(vars(opts)))
-    write_results(out, scores, txt_ids, img_ids)
-    (out / "scores.json").write_text(json.dumps(log))
-    result.write_json(out / "retrieval_result.json")
+    with result_set(opts.output_dir) as files:  # the old set or the new one, never a mix, no stray temp file
+        write_json_atomic(files.path("config.json"), vars(opts), indent=None)
+        write_results(files.staging, scores, txt_ids, img_ids)
+        write_json_atomic(files.path("scores.json"), log, indent=None)
+        result.write_json(files.path("retrieval_result.json"))
     LOGGER.info("evaluation finished in %d seconds, %.0f pairs/s", seconds, pairs_per_s)
     print_original_block(log)
     print(result.table(), flush=True)

@@ -16,6 +16,15 @@ from pathlib import Path
 
 from itr_common.config import apply_config, load_config
 from itr_common.errors import ArgumentParser, UserError, fail, require_file
+from itr_common.validation import (
+    boolean,
+    check_options,
+    choice,
+    describe_value,
+    integer,
+    number,
+    text,
+)
 from itr_iais.losses import IAIS_CHOICES
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
@@ -32,13 +41,6 @@ def _iais_value(value: str) -> str | bool:
     if value not in IAIS_CHOICES:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(IAIS_CHOICES)} or False, found '{value}'")
     return value
-
-
-def _float_pair(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found '{value}'") from None
 
 
 def train_parser() -> ArgumentParser:
@@ -65,7 +67,7 @@ def train_parser() -> ArgumentParser:
     p.add_argument("--valid_steps", default=1000, type=int, help="validate (and save) every X updates")
     p.add_argument("--num_train_steps", default=100000, type=int, help="total number of updates")
     p.add_argument("--optim", default="adam", choices=["adam", "adamax", "adamw"], help="optimizer")
-    p.add_argument("--betas", default=[0.9, 0.98], nargs="+", type=_float_pair, help="Adam betas")
+    p.add_argument("--betas", default=[0.9, 0.98], nargs="+", type=float, help="Adam betas")
     p.add_argument("--dropout", default=0.1, type=float, help="dropout probability of every dropout layer")
     p.add_argument("--weight_decay", default=0.01, type=float, help="weight decay")
     p.add_argument("--grad_norm", default=0.25, type=float, help="gradient clipping (-1 for no clipping)")
@@ -159,7 +161,9 @@ def parse_train_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args = apply_config(args, parser, load_config(config_path), source=config_path, argv=argv)
     del args.config
     args.IAIS = _coerce_iais(args.IAIS)
-    args.betas = [float(b) for b in args.betas]
+    if isinstance(args.betas, list | tuple) and all(isinstance(b, int | float) and not isinstance(b, bool)
+                                                    for b in args.betas):
+        args.betas = [float(b) for b in args.betas]
     check_train_args(args)
     return args
 
@@ -174,6 +178,32 @@ def _coerce_iais(value: object) -> str | bool:
         raise UserError(f"IAIS: {err}") from None
 
 
+PREPRO_CHECKS = {"max_bb": integer(1), "min_bb": integer(0), "num_bb": integer(1)}
+TRAIN_CHECKS = {
+    **PREPRO_CHECKS,
+    "train_batch_size": integer(1), "num_train_steps": integer(1), "valid_steps": integer(1),
+    "inf_minibatch_size": integer(1), "negative_size": integer(1), "hard_neg_size": integer(1),
+    "max_txt_len": integer(1), "warmup_steps": integer(0), "seed": integer(0), "n_workers": integer(0),
+    "learning_rate": number(above=0), "margin": number(low=0), "dropout": number(0, below=1),
+    "weight_decay": number(low=0), "betas": number(0, below=1, many=True), "grad_norm": number(),
+    "conf_th": number(), "fp16": boolean(), "full_val": boolean(), "pin_mem": boolean(),
+    "compressed_db": boolean(), "resume": boolean(), "checkpoint": text(optional=True),
+    "output_dir": text(), "model_config": text(), "optim": choice("adam", "adamax", "adamw"),
+}
+"""Type and range of every training option (after the config file is merged under the flags)."""
+INFERENCE_CHECKS = {
+    **PREPRO_CHECKS, "batch_size": integer(1), "n_workers": integer(0), "conf_th": number(),
+}
+
+
+def check_switch_values(args: argparse.Namespace) -> None:
+    """``grad_norm`` and ``conf_th``: -1 (no clipping / a fixed number of boxes, the original's switch) or in range."""
+    for key, check in (("grad_norm", number(above=0)), ("conf_th", number(0, 1))):
+        value = getattr(args, key)
+        if value != -1 and not check.accepts(value):
+            fail(f"--{key}: expected -1 or {check.describe()}, found {describe_value(value)}")
+
+
 def check_train_args(args: argparse.Namespace) -> None:
     """The original's guards as one-line errors, plus the inputs the run cannot start without."""
     if not args.output_dir:
@@ -181,6 +211,7 @@ def check_train_args(args: argparse.Namespace) -> None:
     for key in ("train_txt_dbs", "train_img_dbs", "val_txt_db", "val_img_db", "test_txt_db", "test_img_db"):
         if not getattr(args, key):
             fail(f"{key}: expected it in --config or on the command line, found none")
+    check_options(args, TRAIN_CHECKS)
     if isinstance(args.train_txt_dbs, str):
         args.train_txt_dbs = [args.train_txt_dbs]
     if isinstance(args.train_img_dbs, str):
@@ -198,6 +229,6 @@ def check_train_args(args: argparse.Namespace) -> None:
         fail(f"hard_neg_size: expected at most negative_size={args.negative_size}, found {args.hard_neg_size}")
     if len(args.betas) != 2:
         fail(f"betas: expected two numbers, found {args.betas}")
-    for key in ("train_batch_size", "num_train_steps", "valid_steps", "inf_minibatch_size"):
-        if getattr(args, key) <= 0:
-            fail(f"{key}: expected a positive integer, found {getattr(args, key)}")
+    check_switch_values(args)
+    if args.min_bb > args.max_bb:
+        fail(f"--min_bb: expected at most --max_bb {args.max_bb}, found {args.min_bb}")

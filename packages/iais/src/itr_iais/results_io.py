@@ -21,15 +21,10 @@ import numpy as np
 import torch
 
 from itr_common.errors import UserError, require_file
+from itr_common.fileio import write_bytes_atomic
 
 RESULTS_BIN = "results.bin"
 RESULTS_NPZ = "results.npz"
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_results(output_dir: str | os.PathLike, scores: torch.Tensor, txt_ids: Sequence[str],
@@ -39,11 +34,11 @@ def write_results(output_dir: str | os.PathLike, scores: torch.Tensor, txt_ids: 
     out.mkdir(parents=True, exist_ok=True)
     scores = scores.detach().cpu()
     bin_path, npz_path = out / RESULTS_BIN, out / RESULTS_NPZ
-    _atomic_bytes(bin_path, pickle.dumps((scores, list(txt_ids), list(img_ids))))
+    write_bytes_atomic(bin_path, pickle.dumps((scores, list(txt_ids), list(img_ids))))
     buffer = io.BytesIO()
     np.savez(buffer, scores=scores.float().numpy(), txt_ids=np.array(list(txt_ids), dtype=str),
              img_ids=np.array(list(img_ids), dtype=str))
-    _atomic_bytes(npz_path, buffer.getvalue())
+    write_bytes_atomic(npz_path, buffer.getvalue())
     return bin_path, npz_path
 
 

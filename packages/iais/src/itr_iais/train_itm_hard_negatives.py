@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
 from itr_common import dist
 from itr_common.amp import Amp, AmpConfig
@@ -40,13 +41,19 @@ from itr_common.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
+    rng_preserved,
     save_atomic,
+    strip_module_prefix,
 )
+from itr_common.data.batching import EpochStream, ResumableBatchSampler, loader_generator
 from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb
 from itr_common.errors import cli_entry, fail
+from itr_common.fileio import removed_on_failure, result_set, write_json_atomic
 from itr_common.logging import TensorBoardLogger, get_logger, progress, setup_logging
 from itr_common.metrics import RetrievalResult
-from itr_common.models.uniter import load_uniter_state_dict
+from itr_common.models.uniter import img_dim_of, load_uniter_state_dict
+from itr_common.training import signals_deferred
+from itr_common.validation import check_same_size, require_writable
 from itr_iais.data import HardNegFromImage, HardNegFromText, ItmValDataset, single_collate
 from itr_iais.evaluate import evaluate_full, itm_eval, protocol_for, retrieval_result, validate_windows
 from itr_iais.losses import tsa_threshold
@@ -137,12 +144,6 @@ def reduce_gradients(parameters: Sequence[nn.Parameter]) -> None:
         offset += n
 
 
-def cycle(loader: DataLoader) -> Iterator[Any]:
-    """Batches of ``loader`` forever, a new pass (new shuffle) each time it runs out."""
-    while True:
-        yield from loader
-
-
 # ----------------------------------------------------------------------------------------------
 # setup
 # ----------------------------------------------------------------------------------------------
@@ -174,22 +175,24 @@ def prepare_output_dir(opts: argparse.Namespace, is_main: bool) -> Path:
     if is_main:
         for sub in ("log", "ckpt", "results_val", "results_test", "results_train"):
             (out / sub).mkdir(parents=True, exist_ok=True)
-        hps = {k: v for k, v in vars(opts).items()}
-        (out / "log" / "hps.json").write_text(json.dumps(hps, indent=4))
-        model_config = json.loads(Path(opts.model_config).read_text())
-        (out / "log" / "model.json").write_text(json.dumps(model_config, indent=4))
+        write_json_atomic(out / "log" / "hps.json", dict(vars(opts)), indent=4)
+        write_json_atomic(out / "log" / "model.json", json.loads(Path(opts.model_config).read_text()), indent=4)
     dist.barrier()
     return out
 
 
 def build_model(
-    opts: argparse.Namespace, device: torch.device, feature_dim: int | None = None
+    opts: argparse.Namespace, device: torch.device, feature_dim: int | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> UniterForImageTextRetrievalHardNeg:
     """The model from ``model_config`` with the pretrained ``checkpoint`` (if any), ranking head initialised.
 
     ``feature_dim`` (the img_db's region size) sets ``img_dim`` when neither the config nor a checkpoint does.
+    ``state``: the checkpoint already loaded (default: loaded from ``opts.checkpoint``). Loading is strict
+    but for the documented pre-trained case (``rank_output`` absent, pre-training heads ignored: logged).
     """
-    state = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
+    if state is None and opts.checkpoint:
+        state = load_checkpoint(opts.checkpoint)
     config = load_model_config(opts.model_config, state, feature_dim)
     model = UniterForImageTextRetrievalHardNeg(config, margin=opts.margin, hard_size=opts.hard_neg_size)
     if state is not None:
@@ -202,22 +205,34 @@ def build_model(
     return model
 
 
-def build_train_loaders(opts: argparse.Namespace, img_dbs: ImageDbGroup, info: dist.DistInfo):
-    """The text-sampled and image-sampled group loaders (one group per batch, shuffled)."""
+def build_train_loaders(opts: argparse.Namespace, img_dbs: ImageDbGroup, info: dist.DistInfo
+                        ) -> tuple[EpochStream, EpochStream]:
+    """The text-sampled and image-sampled group streams (one group per batch, reshuffled every pass).
+
+    Everything that decides the next group is a function of ``(seed, pass, position)``: the order
+    (a seeded sampler per pass), the negatives (keyed by text id, :class:`~itr_iais.data.EpochSeeded`)
+    and the DataLoader's worker seeds (its own generator, never the global RNG), so ``--resume`` can
+    continue both streams exactly where they were (``EpochStream.state()``).
+    """
     by_text, by_image = [], []
     for txt_path, img_path in zip(opts.train_txt_dbs, opts.train_img_dbs):
         img_db = img_dbs[img_path]
         txt_db = TxtTokLmdb(txt_path, opts.max_txt_len)
         args = (txt_db, img_db, opts.negative_size, bool(opts.IAIS), info.rank, info.world_size)
-        by_text.append(HardNegFromText(*args))
-        by_image.append(HardNegFromImage(*args))
+        by_text.append(HardNegFromText(*args, seed=opts.seed))
+        by_image.append(HardNegFromImage(*args, seed=opts.seed))
 
-    def loader(datasets):
-        return DataLoader(ConcatDataset(datasets), batch_size=1, shuffle=True, drop_last=True,
-                          num_workers=opts.n_workers, pin_memory=opts.pin_mem and info.device.type == "cuda",
-                          collate_fn=single_collate)
+    def stream(datasets, seed: int) -> EpochStream:
+        dataset = ConcatDataset(datasets)
+        # each rank already holds its own shard of texts: one replica here
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+        batches = ResumableBatchSampler(sampler, 1)
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=opts.n_workers,
+                            pin_memory=opts.pin_mem and info.device.type == "cuda", collate_fn=single_collate,
+                            generator=loader_generator(seed))
+        return EpochStream(loader, sampler, batches, datasets)
 
-    return loader(by_text), loader(by_image)
+    return stream(by_text, opts.seed), stream(by_image, opts.seed + 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,21 +260,24 @@ class Trainer:
         self.device = self.info.device
         self.is_main = self.info.is_main
         set_random_seed(opts.seed)
-        self.out = prepare_output_dir(opts, self.is_main)
-        setup_logging(self.info.rank, self.out / "log" / "log.txt")
-        LOGGER.info("device: %s n_gpu: %d, rank: %d, 16-bits training: %s", self.device, self.info.world_size,
-                    self.info.rank, opts.fp16)
-        self.tb = TensorBoardLogger(self.out / "log", enabled=self.is_main)
-        self.ckpt_dir = self.out / "ckpt"
+        # every input is opened and checked against the others before the output folder is touched
         self.img_dbs = ImageDbGroup(opts)
-        self.loader_t, self.loader_i = build_train_loaders(opts, self.img_dbs, self.info)
+        self.stream_t, self.stream_i = build_train_loaders(opts, self.img_dbs, self.info)
         self.val_txt_db = TxtTokLmdb(opts.val_txt_db, -1)
         self.val_img_db = self.img_dbs[opts.val_img_db]
         self.val_windows = ItmValDataset(self.val_txt_db, self.val_img_db, opts.inf_minibatch_size,
                                          self.info.rank, self.info.world_size)
         self.test_txt_db = TxtTokLmdb(opts.test_txt_db, -1)
         self.test_img_db = self.img_dbs[opts.test_img_db]
-        self.model = build_model(opts, self.device, self.feature_dim())
+        pretrained = load_checkpoint(opts.checkpoint) if opts.checkpoint else None
+        feature_dim = self.check_feature_sizes(pretrained)
+        self.out = prepare_output_dir(opts, self.is_main)
+        setup_logging(self.info.rank, self.out / "log" / "log.txt")
+        LOGGER.info("device: %s n_gpu: %d, rank: %d, 16-bits training: %s", self.device, self.info.world_size,
+                    self.info.rank, opts.fp16)
+        self.tb = TensorBoardLogger(self.out / "log", enabled=self.is_main)
+        self.ckpt_dir = self.out / "ckpt"
+        self.model = build_model(opts, self.device, feature_dim, pretrained)
         self.optimizer = build_optimizer(self.model, opts.optim, opts.learning_rate, opts.betas, opts.weight_decay)
         self.amp = Amp(AmpConfig.from_original(fp16=opts.fp16, device=self.device))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -267,38 +285,82 @@ class Trainer:
         self.running_loss = RunningMeter("loss")
         self.ranking_loss = RunningMeter("rank_loss")
         self.iais_logs: dict[str, float] = {}
+        self.boundary: dict[str, Any] = {}
+        self.on_saved: Callable[[], None] = lambda: None
         if opts.resume:
             self.resume()
+        self.mark_boundary()
 
-    def feature_dim(self) -> int:
-        """Region feature size of the first training img_db."""
-        db = self.loader_t.dataset.datasets[0].img_db
-        return int(db[next(iter(db.name2nbb))][0].shape[1])
+    def check_feature_sizes(self, pretrained: dict[str, torch.Tensor] | None) -> int:
+        """The region feature size of every img_db, the checkpoint and the model config agree; returns it."""
+        sizes: dict[str, int | None] = {}
+        for key, paths in (("train_img_dbs", self.opts.train_img_dbs), ("val_img_db", [self.opts.val_img_db]),
+                           ("test_img_db", [self.opts.test_img_db])):
+            for path in paths:
+                sizes[f"{key} {path}"] = self.img_dbs[path].feature_dim
+        if pretrained is not None:
+            sizes[f"checkpoint {self.opts.checkpoint} (img_dim)"] = img_dim_of(strip_module_prefix(pretrained))
+        config = json.loads(Path(self.opts.model_config).read_text())
+        if isinstance(config, dict) and "img_dim" in config:
+            sizes[f"model_config {self.opts.model_config} (img_dim)"] = config["img_dim"]
+        found = check_same_size(sizes)
+        if found is None:
+            fail(f"train_img_dbs {self.opts.train_img_dbs[0]}: expected images with region features, found none")
+        return found
 
     # -- checkpoints --------------------------------------------------------------------------
 
+    def mark_boundary(self) -> None:
+        """Remember what decides the next update (RNG, both streams' positions, meters): the state any save
+        until the next update writes, so that a save between two updates (SIGTERM while gradients are
+        being accumulated) resumes exactly at this update boundary."""
+        self.boundary = {
+            "rng": capture_rng_state(),
+            "data": {"text_groups": self.stream_t.state(), "image_groups": self.stream_i.state()},
+            "meters": {"loss": self.running_loss._val, "rank_loss": self.ranking_loss._val},
+        }
+
     def save(self, tag: int | str, with_train_state: bool = True) -> None:
-        """``model_step_{tag}.pt`` (+ ``train_state_{tag}.pt``), atomically, on rank 0."""
+        """``model_step_{tag}.pt`` + ``train_state_{tag}.pt`` (rank 0), ``train_state_{tag}.rank{R}.pt`` (other
+        ranks: their RNG and data positions), atomically. The weights and the optimizer change only at an
+        update, so together with :attr:`boundary` they describe the last update boundary exactly."""
+        if with_train_state and not self.is_main:
+            save_atomic({"step": int(self.state.global_step), **self.boundary},
+                        self.ckpt_dir / f"train_state_{tag}.rank{self.info.rank}.pt")
         if not self.is_main:
             return
         save_atomic(model_state_dict(self.model), self.ckpt_dir / f"model_step_{tag}.pt")
         if with_train_state:
             state = {"step": int(self.state.global_step), "optimizer": self.optimizer.state_dict(),
-                     "amp": self.amp.state_dict(), "rng": capture_rng_state()}
+                     "amp": self.amp.state_dict(), "world_size": self.info.world_size, **self.boundary}
             save_atomic(state, self.ckpt_dir / f"train_state_{tag}.pt")
+        self.on_saved()
 
     def resume(self) -> None:
         step = last_train_state(self.ckpt_dir)
         if step is None:
             LOGGER.info("--resume: no train_state_{N}.pt in %s, starting from scratch", self.ckpt_dir)
             return
-        weights = load_checkpoint(self.ckpt_dir / f"model_step_{step}.pt")
-        load_uniter_state_dict(self.model, weights, strict=True, source=str(self.ckpt_dir / f"model_step_{step}.pt"))
-        state = load_checkpoint(self.ckpt_dir / f"train_state_{step}.pt")
+        weights_path = self.ckpt_dir / f"model_step_{step}.pt"
+        load_uniter_state_dict(self.model, load_checkpoint(weights_path), strict=True, source=str(weights_path))
+        state_path = self.ckpt_dir / f"train_state_{step}.pt"
+        state = load_checkpoint(state_path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.amp.load_state_dict(state.get("amp", {}))
-        if "rng" in state:
-            restore_rng_state(state["rng"])
+        own = state
+        if self.info.rank:
+            rank_path = self.ckpt_dir / f"train_state_{step}.rank{self.info.rank}.pt"
+            own = load_checkpoint(rank_path) if rank_path.is_file() else {}
+        if "rng" in own:
+            restore_rng_state(own["rng"])
+        if "data" in own:
+            self.stream_t.load_state(own["data"]["text_groups"])
+            self.stream_i.load_state(own["data"]["image_groups"])
+        else:  # a train state of an older version: the data order starts a new pass
+            LOGGER.warning("%s has no data positions: the data order restarts (the resumed run is not exact)",
+                           state_path)
+        meters = own.get("meters", {})
+        self.running_loss._val, self.ranking_loss._val = meters.get("loss"), meters.get("rank_loss")
         self.state.global_step = int(state["step"])
         self.state.step = self.state.global_step * self.opts.train_batch_size
         LOGGER.info("resumed from %s at update %d", self.ckpt_dir, self.state.global_step)
@@ -360,6 +422,10 @@ class Trainer:
         return self.model.score(batch)
 
     def validate(self) -> dict[str, float]:
+        with rng_preserved():
+            return self._validate()
+
+    def _validate(self) -> dict[str, float]:
         self.model.eval()
         log = validate_windows(self.score_fn, self.val_windows, self.device, self.amp.autocast)
         self.model.train()
@@ -368,6 +434,10 @@ class Trainer:
         return log
 
     def evaluate(self, txt_db: TxtTokLmdb, img_db: DetectFeatLmdb, split: str) -> tuple[dict, RetrievalResult]:
+        with rng_preserved():  # evaluation never shifts the training's random draws
+            return self._evaluate(txt_db, img_db, split)
+
+    def _evaluate(self, txt_db: TxtTokLmdb, img_db: DetectFeatLmdb, split: str) -> tuple[dict, RetrievalResult]:
         self.model.eval()
         bar = progress(total=len(txt_db.img2txts), desc=f"eval {split}", disable=not self.is_main)
         scores, txt_ids, img_ids, seconds = evaluate_full(
@@ -396,21 +466,23 @@ class Trainer:
     def train(self) -> RetrievalResult:
         opts, st = self.opts, self.state
         LOGGER.info("***** Running training on %d processes *****", self.info.world_size)
-        LOGGER.info("  Num examples = %d", sum(dist.all_gather_object(len(self.loader_t.dataset))))
+        LOGGER.info("  Num examples = %d", sum(dist.all_gather_object(len(self.stream_t.loader.dataset))))
         LOGGER.info("  Batch size = %d, Num steps = %d", opts.train_batch_size, opts.num_train_steps)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         bar = progress(total=opts.num_train_steps, initial=st.global_step, desc="train", disable=not self.is_main)
-        image_groups = cycle(self.loader_i)
+        image_groups = iter(self.stream_i)
         with SaveOnSignal(lambda: self.save(st.global_step)):
-            while st.global_step < opts.num_train_steps:
-                for batch_t in self.loader_t:
+            if st.global_step < opts.num_train_steps:
+                for batch_t in self.stream_t:
                     self.group_loss(next(image_groups), "i")
                     loss = self.group_loss(batch_t, "t")
                     self.running_loss(loss.item())
                     st.step += 1
                     if st.step % opts.train_batch_size == 0:
-                        self.update()
+                        with signals_deferred():  # the update and its boundary belong together
+                            self.update()
+                            self.mark_boundary()
                         bar.update(1)
                         if st.global_step % opts.valid_steps == 0:
                             self.periodic_validation()
@@ -421,10 +493,11 @@ class Trainer:
             self.tb.log_dict(log, st.global_step)
             self.save(f"{st.global_step}_final", with_train_state=False)
             test_log, result = self.evaluate(self.test_txt_db, self.test_img_db, "test")
-        self.tb.log_dict({f"eval/test_{k}": v for k, v in test_log.items()}, st.global_step)
-        if self.is_main:
-            (self.out / "results_test" / "scores.json").write_text(json.dumps(test_log, indent=2))
-            result.write_json(self.out / "results_test" / "retrieval_result.json")
+            self.tb.log_dict({f"eval/test_{k}": v for k, v in test_log.items()}, st.global_step)
+            if self.is_main:
+                with result_set(self.out / "results_test") as files:
+                    write_json_atomic(files.path("scores.json"), test_log)
+                    result.write_json(files.path("retrieval_result.json"))
         self.report("test", test_log, result)
         self.tb.close()
         return result
@@ -437,7 +510,8 @@ class Trainer:
             self.report(f"val (step {st.global_step})", log, result)
         else:
             self.tb.log_dict(self.validate(), st.global_step)
-        self.save(st.global_step)
+        with signals_deferred():
+            self.save(st.global_step)
 
 
 def check_inputs(opts: argparse.Namespace) -> None:
@@ -452,12 +526,20 @@ def check_inputs(opts: argparse.Namespace) -> None:
     for key in ("val_txt_db", "val_img_db", "test_txt_db", "test_img_db"):
         if not Path(getattr(opts, key)).is_dir():
             fail(f"{key}: {getattr(opts, key)}: directory not found")
+    require_writable(opts.output_dir, "--output_dir")
 
 
 def run(opts: argparse.Namespace) -> RetrievalResult:
-    """Train with parsed options and return the test evaluation."""
+    """Train with parsed options and return the test evaluation.
+
+    A run that fails (bad input found late, a crash, SIGTERM) before its first checkpoint removes what it
+    created in ``output_dir``, so that the next plain run is not refused as "not empty".
+    """
     check_inputs(opts)
-    return Trainer(opts).train()
+    with removed_on_failure(opts.output_dir, enabled=int(os.environ.get("RANK", "0")) == 0) as keep:
+        trainer = Trainer(opts)
+        trainer.on_saved = keep
+        return trainer.train()
 
 
 @cli_entry

@@ -8,7 +8,8 @@ worker base seed from the global RNG (which would shift every later random draw 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -50,9 +51,49 @@ class ResumableBatchSampler(Sampler[list[int]]):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
+class EpochStream:
+    """A loader's batches forever, epoch after epoch, resumable at any batch.
+
+    Epoch ``e`` calls ``set_epoch(e)`` on the ``sampler`` and on every object of ``epoch_aware`` (datasets
+    whose random draws depend on the epoch), then skips the batches already consumed in it. ``state()``
+    is ``{"epoch", "batch"}`` (batches handed out); ``load_state`` makes the next batch the one after
+    them. Batches are counted when handed out, so a state taken between two steps resumes exactly.
+    """
+
+    def __init__(self, loader: Iterable[Any], sampler: Any, batch_sampler: ResumableBatchSampler,
+                 epoch_aware: Sequence[Any] = ()) -> None:
+        self.loader = loader
+        self.sampler = sampler
+        self.batch_sampler = batch_sampler
+        self.epoch_aware = list(epoch_aware)
+        self.epoch = 0
+        self.batch = 0
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            self.sampler.set_epoch(self.epoch)
+            for item in self.epoch_aware:
+                item.set_epoch(self.epoch)
+            self.batch_sampler.skip(self.batch)
+            produced = False
+            for batch in self.loader:
+                produced = True
+                self.batch += 1
+                yield batch
+            if not produced and self.batch == 0:
+                raise ValueError("EpochStream: the loader yields no batch")
+            self.epoch, self.batch = self.epoch + 1, 0
+
+
 def loader_generator(seed: int) -> torch.Generator:
     """An explicit generator keeps DataLoader from drawing its worker base seed from the global RNG."""
     return torch.Generator().manual_seed(seed)
 
 
-__all__ = ["ResumableBatchSampler", "attention_mask_from_lengths", "loader_generator"]
+__all__ = ["EpochStream", "ResumableBatchSampler", "attention_mask_from_lengths", "loader_generator"]

@@ -596,6 +596,12 @@ class DetectFeatLmdb:
 
     get_dump = get_raw  # UNITER's name
 
+    @property
+    def feature_dim(self) -> int | None:
+        """The region feature size D of this img_db (read from its first image), None when it is empty."""
+        first = next(iter(self.name2nbb), None)
+        return None if first is None else int(self[first][0].shape[1])
+
     def __contains__(self, fname: str) -> bool:
         return fname in self.name2nbb
 

@@ -633,31 +633,45 @@ def rename_original_keys(state_dict: Mapping[str, Tensor], model_has_bert: bool 
     return renamed
 
 
-def load_uniter_state_dict(
-    model: nn.Module, state_dict: Mapping[str, Tensor], strict: bool = False, source: str = "checkpoint"
-) -> UniterLoadReport:
-    """Load an original UNITER/IAIS state dict into ``model`` by its key names.
+PRETRAINED_MISSING = {
+    r"rank_output\.(weight|bias)": "a pre-trained UNITER has no ranking head (set from itm_output by init_output, "
+                                    "as the original)",
+}
+"""Keys a pre-trained checkpoint (``uniter-base.pt``) may lack, with the reason logged when it does."""
 
-    Pre-training heads (``cls.*``, ``feat_regress.*``, ``region_classifier.*``) are ignored with an
-    info line. ``strict=False`` (the original ``from_pretrained``) tolerates missing and unused keys,
-    e.g. ``rank_output`` absent from ``uniter-base.pt``; ``strict=True`` (fine-tuned checkpoints)
-    fails on any difference with a readable list. A shape mismatch always fails (as the original).
+
+def load_uniter_state_dict(
+    model: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    strict: bool = False,
+    source: str = "checkpoint",
+    allow_missing: Mapping[str, str] | None = None,
+    ignore_unexpected: Mapping[str, str] | None = None,
+) -> UniterLoadReport:
+    """Load an original UNITER/IAIS state dict into ``model`` by its key names, refusing any other difference.
+
+    A DDP ``module.`` prefix is stripped; pre-training heads (``cls.*``, ``feat_regress.*``,
+    ``region_classifier.*``) are ignored and named in the log. ``strict=False`` (a pre-trained
+    checkpoint, the original ``from_pretrained``) additionally allows the documented
+    :data:`PRETRAINED_MISSING` (``rank_output`` absent from ``uniter-base.pt``), logged by name;
+    ``strict=True`` (fine-tuned checkpoints) allows nothing else. Any other missing or unexpected key,
+    or a shape mismatch, is a :class:`UserError` naming the keys (the original's ``strict=False``
+    silently kept random weights). ``allow_missing`` / ``ignore_unexpected`` (``{regex: reason}``)
+    document a caller's own exceptions.
     """
-    from itr_common.checkpoint import load_state_dict_mapped
+    from itr_common.checkpoint import load_state_dict_mapped, strip_module_prefix
 
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, Tensor) for v in state_dict.values()):
         raise UserError(f"{source}: expected a state dict of tensors, found {type(state_dict).__name__}")
+    state_dict = strip_module_prefix(state_dict, model)
     renamed = rename_original_keys(state_dict, model_has_bert=hasattr(model, "bert"))
     ignored = sorted(k for k in renamed if k.startswith(PRETRAIN_HEAD_PREFIXES))
     kept = {k: v for k, v in renamed.items() if not k.startswith(PRETRAIN_HEAD_PREFIXES)}
     if ignored:
         heads = sorted({k.split(".", 1)[0] for k in ignored})
         LOGGER.info("%s: ignoring pre-training heads %s (%d tensors)", source, ", ".join(heads), len(ignored))
-    report = load_state_dict_mapped(model, kept, strict=strict, source=source)
-    if report.mismatched:
-        raise UserError(f"{source}: does not match the model: {report.summary()}")
-    if report.missing:
-        LOGGER.info("%s: weights of %s not initialised from it: %s", source, type(model).__name__, report.missing)
-    if report.unexpected:
-        LOGGER.info("%s: weights not used by %s: %s", source, type(model).__name__, report.unexpected)
+    documented = {} if strict else dict(PRETRAINED_MISSING)
+    documented.update(allow_missing or {})
+    report = load_state_dict_mapped(model, kept, strict=True, source=source, allow_missing=documented,
+                                    ignore_unexpected=ignore_unexpected)
     return UniterLoadReport(report.missing, report.unexpected, ignored)

@@ -127,7 +127,7 @@ def test_test_py_bad_checkpoint(world, tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigterm_is_exact(world, tmp_path):
     def command(run: Path, resume: bool) -> list[str]:
-        argv = train_argv(world, run, "alad-alignment-and-matching-distill", "--val_step", "5", epochs=2)
+        argv = train_argv(world, run, "alad-alignment-and-matching-distill", "--val_step", "4", epochs=1)
         if resume:
             argv += ["--resume", str(run / "checkpoint.pth.tar")]
         return [PYTHON, str(ALAD_DIR / "train.py"), *argv]

@@ -202,6 +202,22 @@ def format_row(head: str, protocol: str, result: RetrievalResult) -> str:
             f"t2i {r1i:5.1f} {r5i:5.1f} {r10i:5.1f} (medr {medri:.0f}, meanr {meanri:.1f})  rsum {result.rsum:.1f}")
 
 
+def ranking_agreement(student: Tensor, teacher: Tensor, k: int = 10) -> dict[str, float]:
+    """How close the matching head's rankings (``student`` (N, kN) scores) are to the alignment head's
+    (``teacher``): the ListNet cross-entropy the distillation minimises (lower = closer) and the share of the
+    teacher's top-``k`` captions of each image (and top-``k // 2`` images of each caption) that the student
+    also ranks in its top ``k`` (higher = closer)."""
+    from itr_aladin.losses import listnet
+
+    def overlap(x: Tensor, y: Tensor, top: int) -> float:
+        top = min(top, x.shape[1])
+        same = (x.topk(top, dim=1).indices[:, :, None] == y.topk(top, dim=1).indices[:, None, :]).any(dim=2)
+        return float(same.float().mean())
+
+    return {"listnet": float(listnet(teacher, student)), f"top{k}_i2t": overlap(student, teacher, k),
+            f"top{k // 2}_t2i": overlap(student.T, teacher.T, k // 2)}
+
+
 def full_rsum(result: RetrievalResult) -> float:
     """r1 + r5 + r10 both ways (the original's rsum)."""
     return float(sum(result.i2t[:3]) + sum(result.t2i[:3]))
@@ -209,5 +225,6 @@ def full_rsum(result: RetrievalResult) -> float:
 
 __all__ = [
     "EVAL_SET_SLOTS", "EncodedSplit", "PROTOCOL_LABELS", "alignment_sims", "encode_split", "evaluate_heads",
-    "evaluate_matrix", "format_row", "full_rsum", "matching_sims", "protocols_for", "ranks_with_ties",
+    "evaluate_matrix", "format_row", "full_rsum", "matching_sims", "protocols_for", "ranking_agreement",
+    "ranks_with_ties",
 ]

@@ -124,8 +124,7 @@ def test_oracle_rerank_lifts_r1_to_the_bi_encoders_r_at_m(trained_run: Path, wor
         assert base[side] == pytest.approx([bi[side]["r1"], bi[side]["r5"], bi[side]["r10"]])
 
 
-def test_rerank_with_a_uniter_checkpoint(trained_run: Path, world: Path, tmp_path: Path):
-    pytest.importorskip("itr_iais")
+def test_rerank_with_a_uniter_checkpoint_matches_inf_itm_scores(trained_run: Path, world: Path, tmp_path: Path):
     from itr_lightningdot.rerank import main
 
     assert main(_rerank_argv(world, trained_run, tmp_path / "rr", "--uniter_checkpoint",
@@ -134,3 +133,14 @@ def test_rerank_with_a_uniter_checkpoint(trained_run: Path, world: Path, tmp_pat
     rows = json.loads((tmp_path / "rr" / "rerank.json").read_text())["rows"]
     assert rows[1]["M"] == 10 and rows[1]["pairs_scored"] == 100 * 10 + 20 * 10
     assert rows[1]["t2i"][2] == pytest.approx(rows[0]["t2i"][2])  # R@10 of a top-10 re-rank cannot change
+    iais = pytest.importorskip("itr_iais.inf_itm")
+    assert iais.main(["--txt_db", str(world / "txt_db" / "itm_flickr30k_test.db"),
+                      "--img_db", str(world / "img_db" / "flickr30k"),
+                      "--checkpoint", str(world / "pretrained" / "uniter-tiny.pt"),
+                      "--model_config", str(world / "pretrained" / "uniter-tiny.json"),
+                      "--output_dir", str(tmp_path / "inf")]) == 0
+    assert main(_rerank_argv(world, trained_run, tmp_path / "rr2", "--uniter_results", str(tmp_path / "inf"),
+                             "--thresholds", "10")) == 0
+    from_matrix = json.loads((tmp_path / "rr2" / "rerank.json").read_text())["rows"]
+    for a, b in zip(rows, from_matrix):  # our pair scoring = IAIS inf_itm's all-pairs matrix, re-ranking alike
+        assert a["i2t"] == pytest.approx(b["i2t"]) and a["t2i"] == pytest.approx(b["t2i"])

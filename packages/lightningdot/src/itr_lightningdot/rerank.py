@@ -6,8 +6,8 @@ for every image its top M captions. Recall before (bi-encoder alone) and after r
 one table and written to ``{output_dir}/rerank.json``.
 
 The UNITER scores come either from a checkpoint scored here (``--uniter_checkpoint`` +
-``--uniter_config``: an IAIS ``model_step_N.pt`` or an original UNITER ITM checkpoint; ``itr-iais``
-must be installed) or, as the original, from an ``inf_itm.py`` output (``--uniter_results``:
+``--uniter_config``: an IAIS ``model_step_N.pt`` or an original UNITER ITM checkpoint, through the
+UNITER of ``itr_common``) or, as the original, from an ``inf_itm.py`` output (``--uniter_results``:
 ``results.bin`` / ``results.npz``, every pair pre-scored). Only the M candidates per query are
 scored here, which is the point of the pipeline: M x queries cross-encoder passes instead of all pairs.
 
@@ -32,9 +32,10 @@ from itr_common.data.uniter_lmdb import TxtTokLmdb
 from itr_common.errors import cli_entry, fail, require_file
 from itr_common.fileio import write_json_atomic
 from itr_common.logging import progress, setup_logging
+from itr_common.metrics import RetrievalResult, metrics_from_ranks
 from itr_lightningdot.build import build_model, check_img_dbs, pick_device, writable_dir
 from itr_lightningdot.data import ImageDbGroup
-from itr_lightningdot.evaluate import EncodedSplit, encode_split
+from itr_lightningdot.evaluate import EncodedSplit, encode_split, exact_ranks, protocol_name
 from itr_lightningdot.indexer import make_indexer
 from itr_lightningdot.options import (
     add_itm_params,
@@ -87,48 +88,91 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 class UniterScorer:
-    """Scores (caption, image) pairs with a UNITER ITM ranking head (``itr_iais``)."""
+    """Scores (caption, image) pairs with a UNITER ITM ranking head (``itr_common.models.uniter``).
+
+    The checkpoint is an IAIS / UNITER fine-tuned ``model_step_N.pt`` (``uniter.*``, ``itm_output``,
+    ``rank_output``) or a pre-trained one without ``rank_output`` (then ``init_output``, as ``inf_itm.py``).
+    Pairs are laid out ``[caption | regions padded]`` (the IAIS layout, the same scores as the compact one).
+    """
 
     def __init__(self, checkpoint: str, config: str, txt_db: TxtTokLmdb, img_db, device: torch.device,
                  batch_size: int) -> None:
-        self.cache: dict[tuple[str, str], float] = {}
-        try:
-            from itr_iais.data import image_text_batch
-            from itr_iais.inf_itm import load_model
-        except ImportError:
-            fail("--uniter_checkpoint: scoring with UNITER needs itr-iais (pip install packages/iais), "
-                 "or pass --uniter_results from inf_itm.py")
-        self.batch_fn = image_text_batch
-        self.model = load_model(argparse.Namespace(checkpoint=checkpoint, model_config=config), device)
+        from itr_common.checkpoint import load_checkpoint
+        from itr_common.models.uniter import (
+            UniterConfig,
+            UniterForImageTextRetrieval,
+            img_dim_of,
+            load_uniter_state_dict,
+        )
+
+        state = load_checkpoint(checkpoint)
+        if not isinstance(state, dict):
+            fail(f"{checkpoint}: expected a UNITER state dict, found {type(state).__name__}")
+        img_dim = img_dim_of(state)
+        model_config = UniterConfig.from_json_file(config, strict=False, **({"img_dim": img_dim} if img_dim else {}))
+        self.model = UniterForImageTextRetrieval(model_config)
+        report = load_uniter_state_dict(self.model, state, strict=False, source=str(checkpoint))
+        missing = [k for k in report.missing if not k.startswith("rank_output.")]
+        if missing:
+            fail(f"{checkpoint}: expected a UNITER ITM checkpoint, missing {missing[:5]} ({len(missing)} in all)")
+        if report.missing:
+            LOGGER.info("%s has no rank_output: zero-shot, ranking head from itm_output", checkpoint)
+            self.model.init_output()
+        self.model.to(device).eval()
         self.txt_db, self.img_db, self.device, self.batch_size = txt_db, img_db, device, batch_size
+        self.cache: dict[tuple[str, str], float] = {}
         self.pairs_scored = 0
+
+    def _batch(self, ids: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        from itr_lightningdot.data import pad_tensors
+
+        feats, poss = zip(*(self.img_db[n] for n in names))
+        nbbs = [f.size(0) for f in feats]
+        n, tl = len(names), ids.size(0)
+        attn = torch.zeros(n, tl + max(nbbs), dtype=torch.long)
+        for i, nbb in enumerate(nbbs):
+            attn[i, : tl + nbb] = 1
+        return {"input_ids": ids.unsqueeze(0).expand(n, -1), "position_ids": torch.arange(tl).unsqueeze(0),
+                "img_feat": pad_tensors(feats, nbbs), "img_pos_feat": pad_tensors(poss, nbbs), "attn": attn}
 
     @torch.no_grad()
     def __call__(self, txt_id: str, img_names: Sequence[str]) -> np.ndarray:
-        from itr_iais.model import batch_to
-
         todo = [n for n in dict.fromkeys(img_names) if (txt_id, n) not in self.cache]
         ids = self.txt_db.combine_inputs(self.txt_db[txt_id]["input_ids"])
         for s in range(0, len(todo), self.batch_size):
             chunk = todo[s:s + self.batch_size]
-            feats, poss = zip(*(self.img_db[n] for n in chunk))
-            batch = batch_to(self.batch_fn(ids, list(feats), list(poss)), self.device)
-            for name, value in zip(chunk, self.model.score(batch).float().view(-1).tolist()):
+            b = {k: v.to(self.device) for k, v in self._batch(ids, chunk).items()}
+            scores, _ = self.model(b["input_ids"], b["position_ids"], b["img_feat"], b["img_pos_feat"], b["attn"])
+            for name, value in zip(chunk, scores.float().view(-1).tolist()):
                 self.cache[(txt_id, name)] = value
         self.pairs_scored += len(img_names)
         return np.array([self.cache[(txt_id, n)] for n in img_names], dtype=np.float32)
 
 
 class MatrixScorer:
-    """Scores looked up in an ``inf_itm.py`` score matrix (n_txt, n_img)."""
+    """Scores looked up in an ``inf_itm.py`` score matrix (n_txt, n_img): ``results.npz`` is read with numpy
+    (no pickle); the original ``results.bin`` pickle needs ``itr_iais.results_io`` (restricted unpickler)."""
 
     def __init__(self, path: str) -> None:
-        try:
-            from itr_iais.results_io import load_results
-        except ImportError:
-            fail("--uniter_results: reading inf_itm.py results needs itr-iais (pip install packages/iais)")
-        scores, txt_ids, img_ids = load_results(path)
-        self.scores = scores.float().numpy()
+        target = Path(path)
+        if target.is_dir():
+            target = target / "results.npz" if (target / "results.npz").is_file() else target / "results.bin"
+        require_file(target, "--uniter_results")
+        if target.suffix == ".npz":
+            try:
+                with np.load(target, allow_pickle=False) as data:
+                    scores, txt_ids, img_ids = data["scores"], list(map(str, data["txt_ids"])), \
+                        list(map(str, data["img_ids"]))
+            except (ValueError, KeyError, OSError) as err:
+                fail(f"{target}: expected scores, txt_ids and img_ids arrays, found unreadable data ({err})")
+        else:
+            try:
+                from itr_iais.results_io import load_results
+            except ImportError:
+                fail(f"{target}: reading the original results.bin pickle safely needs itr-iais; pass results.npz")
+            tensor, txt_ids, img_ids = load_results(target)
+            scores = tensor.float().numpy()
+        self.scores = np.asarray(scores, dtype=np.float32)
         self.txt_pos = {t: i for i, t in enumerate(txt_ids)}
         self.img_pos = {t: i for i, t in enumerate(img_ids)}
         self.pairs_scored = 0
@@ -145,16 +189,26 @@ class MatrixScorer:
 
 def recall_rows(split: EncodedSplit, top_img: np.ndarray, top_txt: np.ndarray, scorer, thresholds: Sequence[int]
                 ) -> list[dict]:
-    """Rows of the table: the bi-encoder alone, then re-ranked top M for each M."""
+    """Rows of the table: the bi-encoder alone, then re-ranked top M for each M.
+
+    Each row has R@1/5/10 both ways (from the ranked lists) and ``i2t_metrics`` / ``t2i_metrics``
+    (r1, r5, r10, medr, meanr) from exact ranks: a positive inside the re-ranked top M takes its new
+    position, one outside keeps the bi-encoder's exact rank.
+    """
     owners = split.img2txts
+    i2t_exact, t2i_exact = exact_ranks(split)
 
-    def recalls(img_lists: list[list[int]], txt_lists: list[list[int]]) -> dict:
-        t2i = [100 * np.mean([split.txt2img[t] in img_lists[t][:k] for t in range(len(img_lists))]) for k in TOPS]
-        i2t = [100 * np.mean([bool(set(txt_lists[i][:k]) & set(owners[i])) for i in range(len(txt_lists))])
-               for k in TOPS]
-        return {"i2t": i2t, "t2i": t2i, "rsum": float(sum(i2t) + sum(t2i))}
+    def row(img_lists: list[list[int]], txt_lists: list[list[int]]) -> dict:
+        t2i_ranks = np.array([lst.index(split.txt2img[t]) if split.txt2img[t] in lst else t2i_exact[t]
+                              for t, lst in enumerate(img_lists)])
+        i2t_ranks = np.array([min([lst.index(o) for o in owners[i] if o in lst], default=i2t_exact[i])
+                              for i, lst in enumerate(txt_lists)])
+        t2i = [100 * float(np.mean(t2i_ranks < k)) for k in TOPS]
+        i2t = [100 * float(np.mean(i2t_ranks < k)) for k in TOPS]
+        return {"i2t": i2t, "t2i": t2i, "rsum": float(sum(i2t) + sum(t2i)),
+                "i2t_metrics": list(metrics_from_ranks(i2t_ranks)), "t2i_metrics": list(metrics_from_ranks(t2i_ranks))}
 
-    rows = [{"method": "bi-encoder", "M": None, **recalls([list(r) for r in top_img], [list(r) for r in top_txt])}]
+    rows = [{"method": "bi-encoder", "M": None, **row([list(r) for r in top_img], [list(r) for r in top_txt])}]
     for m in thresholds:
         start = time.perf_counter()
         before = scorer.pairs_scored
@@ -167,7 +221,7 @@ def recall_rows(split: EncodedSplit, top_img: np.ndarray, top_txt: np.ndarray, s
             scores = np.array([float(scorer(split.txt_ids[j], [split.img_fnames[i]])[0]) for j in cand])
             txt_lists.append([int(cand[j]) for j in np.argsort(-scores, kind="stable")])
         rows.append({"method": "re-ranked", "M": m, "seconds": time.perf_counter() - start,
-                     "pairs_scored": scorer.pairs_scored - before, **recalls(img_lists, txt_lists)})
+                     "pairs_scored": scorer.pairs_scored - before, **row(img_lists, txt_lists)})
     return rows
 
 
@@ -207,6 +261,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     write_json_atomic(Path(out) / "rerank.json", {"rows": rows, "n_images": len(split.img),
                                                  "n_captions": len(split.txt),
                                                  "checkpoint": str(args.biencoder_checkpoint)})
+    for r in rows:
+        name = "lightningdot" if r["M"] is None else f"lightningdot+rerank{r['M']}"
+        result = RetrievalResult(r["i2t_metrics"], r["t2i_metrics"], protocol_name(len(split.img)),
+                                 {"name": name, "M": r["M"], "seconds": r.get("seconds"),
+                                  "pairs_scored": r.get("pairs_scored")}, len(split.img), len(split.txt))
+        suffix = "" if r["M"] is None else f"_rerank{r['M']}"
+        result.write_json(Path(out) / f"retrieval_result{suffix}.json")
     return rows
 
 

@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from selfalign_testlib import PACKAGE_DIR, single_thread, train_argv  # noqa: E402
 
+from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -20,12 +22,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("world")
     write_world(generate_world(preset("tiny")), out, layouts=("precomp",))
     return out
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="session")

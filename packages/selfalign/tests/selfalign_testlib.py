@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from itr_common.testing import single_thread, subprocess_env
 from itr_selfalign.options import default_options
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -57,17 +55,8 @@ def tiny_bert(hidden: int = 12, seed: int = 0) -> torch.nn.Module:
 
 
 def python_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
-    return env
+    return subprocess_env()
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread (tiny tensors: more threads only contend on 2 cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+__all__ = ["PACKAGE_DIR", "PYTHON", "TINY", "VARIANT_DIRS", "python_env", "single_thread", "tiny_bert", "tiny_opt",
+           "train_argv"]

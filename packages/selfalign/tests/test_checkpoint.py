@@ -4,17 +4,15 @@ refused, the VSRN caption decoder saved, and --resume after a kill ending bit-id
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
-from selfalign_testlib import PYTHON, VARIANT_DIRS, python_env, train_argv
+from selfalign_testlib import PYTHON, VARIANT_DIRS, train_argv
 
-from itr_common.checkpoint import load_checkpoint
+from itr_common.checkpoint import load_checkpoint, save_atomic
 from itr_common.errors import UserError
-from itr_selfalign.checkpoints import ORIGINAL_KEYS, read_checkpoint
+from itr_common.testing import check_checkpoint_round_trip, check_resume_exact
+from itr_selfalign.checkpoints import ORIGINAL_KEYS, original_state_dict, read_checkpoint
 from itr_selfalign.models import load_model
 
 
@@ -78,15 +76,17 @@ def test_the_other_variant_is_refused(trained):
         load_model(trained["camera1"], "vsrn")
 
 
-def _wait_for(path, proc, timeout=120.0):
-    start = time.time()
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"training ended before {path} appeared: {proc.stderr.read()}")
-        if time.time() - start > timeout:
-            proc.kill()
-            raise AssertionError(f"{path} did not appear in {timeout}s")
-        time.sleep(0.05)
+@pytest.mark.parametrize("name", ["camera1", "vsrn1"])
+def test_checkpoint_round_trip_and_strict_keys(trained, tmp_path, name):
+    """save -> load_model gives the same tensors; a missing or an unexpected key is refused by name; a DDP
+    ``module.`` prefix loads."""
+    variant = name[:-1]
+    model, _, state, _ = load_model(trained[name], variant)
+
+    def save(module, path):
+        save_atomic({**state, "model": original_state_dict(module)}, path)
+
+    check_checkpoint_round_trip(model, save, lambda path: load_model(path, variant)[0], tmp_path, which="model[0]")
 
 
 @pytest.mark.slow
@@ -97,32 +97,12 @@ def test_kill_and_resume_ends_with_the_same_weights(world, tmp_path, variant):
     CAMERA+SelfAlign prototype freeze of epoch 0 is crossed."""
     flags = ("--num_epochs", "2", "--batch_size", "16", "--learning_rate", "1e-3", "--val_step", "5")
 
-    def command(run, *extra):
+    def command(run, resume):
+        extra = ["--resume", str(run / "checkpoint.pth.tar")] if resume else []
         return [PYTHON, "train.py", *train_argv(variant, world, run, *flags, *extra)]
 
-    cwd, env = VARIANT_DIRS[variant], python_env()
-    full = tmp_path / "full"
-    subprocess.run(command(full), cwd=cwd, env=env, check=True, capture_output=True)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(command(killed), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for(killed / "checkpoint.pth.tar", proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    stopped = load_checkpoint(killed / "checkpoint.pth.tar")
-    assert stopped["Eiters"] < 30  # stopped before the end (15 batches of 16 per epoch)
-    done = subprocess.run(command(killed, "--resume", str(killed / "checkpoint.pth.tar")), cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "=> loaded checkpoint" in done.stderr
-    a, b = load_checkpoint(full / "checkpoint.pth.tar"), load_checkpoint(killed / "checkpoint.pth.tar")
-    assert a["Eiters"] == b["Eiters"] == 30
-    for sa, sb in zip(a["model"], b["model"], strict=True):
-        for key in sa:
-            assert torch.equal(sa[key], sb[key]), key
-    for key in ("caption_model",):
-        if key in a:
-            assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
-    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
-        assert torch.equal(pa["exp_avg"], pb["exp_avg"]) and torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
+    check = check_resume_exact(
+        command, tmp_path, final="checkpoint.pth.tar", kill_when="checkpoint.pth.tar",
+        resume_evidence=r"=> loaded checkpoint .*\(epoch \d+, batch \d+", cwd=VARIANT_DIRS[variant],
+        select=lambda state: (state["model"], state.get("caption_model"), state["optimizer"], state["Eiters"]))
+    assert load_checkpoint(check.resumed)["Eiters"] == 30  # 15 batches of 16 per epoch

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from selfalign_testlib import PYTHON, VARIANT_DIRS, python_env, train_argv
 
+from itr_common.testing import check_console_script, check_usage_error
 from itr_selfalign.evaluate_models import evaluate
 from itr_selfalign.options import default_options, parse_train_args
 from itr_selfalign.train import main_camera, main_vsrn
@@ -46,16 +47,8 @@ def test_max_violation_both_spellings_and_bert_path_without_slash():
     assert opt.vocab_file == "/x/bert/vocab.txt" and opt.bert_config_file == "/x/bert/bert_config.json"
 
 
-def _status(main, argv, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    return exc.value.code, err[-1] if err else ""
-
-
-def test_unknown_flag_names_the_closest(capsys):
-    code, line = _status(main_vsrn, ["--ctx_fc_relu", "1"], capsys)
-    assert code == 2 and "ctx_relu" in line
+def test_unknown_flag_names_the_closest():
+    check_usage_error(main_vsrn, ["--ctx_fc_relu", "1"], "ctx_relu")
 
 
 def _copy_world(world: Path, tmp_path: Path) -> Path:
@@ -64,58 +57,53 @@ def _copy_world(world: Path, tmp_path: Path) -> Path:
     return out
 
 
-def test_bad_inputs_exit_2_before_any_work(world, tmp_path, capsys):
+def test_bad_inputs_exit_2_before_any_work(world, tmp_path):
     w = _copy_world(world, tmp_path)
     run = tmp_path / "run"
     data = w / "data" / "f30k_precomp"
     # CAMERA without boxes
     (data / "dev_boxes.npy").rename(data / "dev_boxes.bak")
-    code, line = _status(main_camera, train_argv("camera", w, run), capsys)
-    assert code == 2 and "dev_boxes.npy" in line
+    check_usage_error(main_camera, train_argv("camera", w, run), "dev_boxes.npy", untouched=[run])
     (data / "dev_boxes.bak").rename(data / "dev_boxes.npy")
     # a vocabulary pickle that is not a vocabulary (and would run code if unpickled naively)
     vocab = w / "vocab" / "f30k_precomp_vocab.pkl"
     good = vocab.read_bytes()
     vocab.write_bytes(pickle.dumps(shutil.rmtree))
-    code, line = _status(main_vsrn, train_argv("vsrn", w, run), capsys)
-    assert code == 2 and "f30k_precomp_vocab.pkl" in line
+    check_usage_error(main_vsrn, train_argv("vsrn", w, run), "f30k_precomp_vocab.pkl", untouched=[run])
     vocab.write_bytes(good)
     # captions per image not matching
     caps = data / "train_caps.txt"
     lines = caps.read_text().splitlines()
     caps.write_text("\n".join(lines[:-1]) + "\n")
-    code, line = _status(main_vsrn, train_argv("vsrn", w, run), capsys)
-    assert code == 2 and "train_caps.txt" in line
+    check_usage_error(main_vsrn, train_argv("vsrn", w, run), "train_caps.txt", untouched=[run])
     caps.write_text("\n".join(lines) + "\n")
     # NaN features
     ims = np.load(data / "dev_ims.npy")
     ims[3, 0, 0] = np.nan
     np.save(data / "dev_ims.npy", ims)
-    code, line = _status(main_camera, train_argv("camera", w, run), capsys)
-    assert code == 2 and "dev_ims.npy" in line and "NaN" in line
+    check_usage_error(main_camera, train_argv("camera", w, run), "dev_ims.npy", "NaN", untouched=[run])
     # flag values
-    code, line = _status(main_camera, [*train_argv("camera", w, run), "--head", "5"], capsys)
-    assert code == 2 and "--head" in line
-    code, line = _status(main_vsrn, [*train_argv("vsrn", world, run), "--img_dim", "64"], capsys)
-    assert code == 2 and "--img_dim" in line
-    assert not run.exists()  # nothing was started
+    check_usage_error(main_camera, [*train_argv("camera", world, run), "--head", "5"], "--head", "5",
+                      untouched=[run])
+    check_usage_error(main_vsrn, [*train_argv("vsrn", world, run), "--img_dim", "64"], "--img_dim", "64",
+                      untouched=[run])
+    check_usage_error(main_vsrn, [*train_argv("vsrn", world, run), "--v5_tao", "0"], "--v5_tao", untouched=[run])
 
 
-def test_other_variant_checkpoint_and_unwritable_output_exit_2(trained, world, tmp_path, capsys):
+def test_other_variant_checkpoint_and_unwritable_output_exit_2(trained, world, tmp_path):
     from itr_selfalign.evaluate_models import main_camera as eval_camera
     from itr_selfalign.evaluate_models import main_vsrn as eval_vsrn
 
-    code, line = _status(eval_vsrn, ["--model_path", str(trained["camera1"]), "--out", str(tmp_path / "r.json")],
-                         capsys)
-    assert code == 2 and "expected a VSRN checkpoint" in line
-    code, line = _status(main_camera, [*train_argv("camera", world, tmp_path / "r"), "--resume", str(trained["vsrn1"])],
-                         capsys)
-    assert code == 2 and "expected a CAMERA checkpoint" in line
+    out = tmp_path / "r.json"
+    check_usage_error(eval_vsrn, ["--model_path", str(trained["camera1"]), "--out", str(out)],
+                      "expected a VSRN checkpoint", untouched=[out])
+    run = tmp_path / "r"
+    check_usage_error(main_camera, [*train_argv("camera", world, run), "--resume", str(trained["vsrn1"])],
+                      "expected a CAMERA checkpoint", untouched=[run])
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, line = _status(eval_camera, ["--model_path", str(trained["camera1"]), "--out", str(blocker / "r.json")],
-                         capsys)
-    assert code == 2 and "--out" in line
+    check_usage_error(eval_camera, ["--model_path", str(trained["camera1"]), "--out", str(blocker / "r.json")],
+                      "--out")
 
 
 @pytest.mark.parametrize("name", ["camera1", "vsrn1", "vsrn0"])
@@ -142,10 +130,8 @@ def test_evaluate_models_script_and_console_script(trained, world, tmp_path, var
     assert "coco-1k-fold5" in done.stdout and "rsum" in done.stdout
     record = json.loads(out.read_text())
     assert record["protocol"] == "coco-1k-fold5"
-    script = Path(PYTHON).parent / f"selfalign-{variant}-evaluate"
-    done = subprocess.run([str(script), "--model_path", str(ckpt), "--split", "testall", "--out", str(out)],
-                          env=python_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    check_console_script(f"selfalign-{variant}-evaluate", ["--model_path", str(ckpt), "--split", "testall",
+                                                            "--out", str(out)])
     assert json.loads(out.read_text())["protocol"] == "coco-5k"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from itr_common.checkpoint import load_state_dict_mapped
 from itr_common.errors import fail, require_file
 from itr_common.text import Vocabulary, bert_config_from_json, find_bert_config, load_bert_model, load_vocab
 from itr_selfalign.camera import CameraModel
@@ -18,6 +19,7 @@ from itr_selfalign.checkpoints import (
     has_bert_weights,
     load_original_state_dict,
     read_checkpoint,
+    strip_ddp_prefix,
 )
 from itr_selfalign.vsrn import VsrnModel
 
@@ -83,7 +85,8 @@ def load_model(path: str | os.PathLike, variant: str, data_path: str | None = No
         opt.vocab_size = len(vocab)
         model = VsrnModel(opt)
         if "caption_model" in state:
-            model.caption_model.load_state_dict(state["caption_model"])
+            load_state_dict_mapped(model.caption_model, strip_ddp_prefix(state["caption_model"], source),
+                                   source=f"{source} ['caption_model']")
         text = vocab
     load_original_state_dict(model, list(state["model"]), source)
     return model.to(device).eval(), opt, state, text

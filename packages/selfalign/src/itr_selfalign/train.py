@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from itr_common.amp import Amp, AmpConfig
-from itr_common.checkpoint import SaveOnSignal, capture_rng_state, restore_rng_state
+from itr_common.checkpoint import SaveOnSignal, capture_rng_state, load_state_dict_mapped, restore_rng_state
 from itr_common.data.precomp import PrecompSplit
 from itr_common.dist import DistInfo, barrier, init_distributed, shutdown, wrap_model
 from itr_common.errors import cli_entry, fail, require_dir, require_file
@@ -159,7 +159,7 @@ class Trainer:
         logger.info("=> loading checkpoint '%s'", path)
         load_original_state_dict(self.model, list(state["model"]), path)
         if "caption_model" in state:
-            self.model.caption_model.load_state_dict(state["caption_model"])
+            load_state_dict_mapped(self.model.caption_model, state["caption_model"], source=f"{path} ['caption_model']")
         elif self.variant == "vsrn":
             logger.warning("%s: no 'caption_model' (an original VSRN checkpoint): the caption decoder starts afresh",
                            path)

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from iais_testlib import train_argv
 
-from itr_common.metrics import chance_recalls
+from itr_common.testing import check_learns
 
 # A 50-image test gallery (250 captions): random scores give rsum 62 +- 13 (std), so the bounds below are
 # about 3 std or more from chance (on the 20-image tiny gallery the spread is 149 +- 27).
 N_TEST = 50
-CHANCE_RSUM = chance_recalls(N_TEST)["rsum"]
 PRETRAIN_STEPS = "1200"
 FINETUNE = ("--num_train_steps", "200", "--warmup_steps", "20", "--valid_steps", "1000")  # config: 500
 
@@ -32,19 +31,7 @@ def _pretrain_and_finetune(world: Path, run: Path):
     return train(parse_train_args(train_argv(world, run / "out", *FINETUNE, "--IAIS", "singular", checkpoint=ckpt)))
 
 
-@pytest.fixture(scope="module")
-def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny world with an N_TEST-image test split, and its twin with shuffled train and dev pairs."""
-    from itr_common.synthetic import generate_world, preset, write_honesty_worlds
-
-    world = generate_world(preset("tiny", n_test=N_TEST))
-    return write_honesty_worlds(world, tmp_path_factory.mktemp("worlds"), layouts=("uniter",))
-
-
 @pytest.mark.slow
-def test_learns_real_pairs_not_shuffled_pairs(worlds, tmp_path):
-    real = _pretrain_and_finetune(worlds["real"], tmp_path / "real")
-    shuffled = _pretrain_and_finetune(worlds["shuffled"], tmp_path / "shuffled")
-    print(f"real pairs:\n{real.table()}\nshuffled pairs:\n{shuffled.table()}")
-    assert real.rsum > CHANCE_RSUM + 80, real.table()
-    assert shuffled.rsum < CHANCE_RSUM + 40, shuffled.table()
+def test_learns_real_pairs_not_shuffled_pairs(honesty_worlds_factory, tmp_path):
+    worlds = honesty_worlds_factory(("uniter",), n_test=N_TEST)
+    check_learns(_pretrain_and_finetune, worlds, tmp_path, n_images=N_TEST, min_gain=80, max_shuffled_gain=40)

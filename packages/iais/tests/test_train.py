@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from iais_testlib import PACKAGE_DIR, QUICK, train_argv
+from iais_testlib import QUICK, train_argv, train_command
 
 from itr_common.checkpoint import load_checkpoint
 from itr_common.models.uniter import UniterConfig
+from itr_common.testing import check_resume_exact, check_sigterm_message, check_usage_error
 from itr_iais.evaluate import ORIGINAL_KEYS
 from itr_iais.model import UniterForImageTextRetrievalHardNeg
+from itr_iais.options import parse_train_args
 from itr_iais.results_io import load_results
 
 
@@ -83,28 +80,68 @@ def test_resume_continues_from_the_last_train_state(trained_run: Path, world: Pa
     assert json.loads((out / "ckpt" / "..").joinpath("log", "hps.json").read_text())["resume"] is True
 
 
-def test_sigterm_saves_then_exits(world: Path, tmp_path: Path):
+@pytest.mark.slow
+def test_kill_and_resume_ends_with_the_same_weights(world: Path, tmp_path: Path):
+    """Issue 9: ``train_itm_hard_negatives.py`` killed by SIGTERM (while gradients are being accumulated,
+    after its first checkpoint) and resumed ends with the same weights, bit for bit, as the run left alone:
+    the negatives, both group streams' order and position, the RNG and the accumulation restart exactly."""
+    flags = ("--num_train_steps", "24", "--valid_steps", "6", "--train_batch_size", "2", "--warmup_steps", "2",
+             "--IAIS", "singular")
+
+    def command(run: Path, resume: bool) -> list[str]:
+        return train_command(world, run, *flags, *(["--resume"] if resume else []))
+
+    check = check_resume_exact(command, tmp_path, final="ckpt/model_step_24_final.pt",
+                               kill_when="ckpt/train_state_6.pt", resume_evidence=r"resumed from .* at update \d+")
+    assert check.killed_status == 143
+    killed_states = sorted((tmp_path / "killed" / "ckpt").glob("train_state_*.pt"))
+    assert len(killed_states) >= 2  # the periodic one and the one saved on SIGTERM (or a later periodic one)
+
+
+@pytest.mark.slow
+def test_sigterm_during_startup_says_so_and_leaves_nothing(world: Path, tmp_path: Path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, str(PACKAGE_DIR / "train_itm_hard_negatives.py"),
-           *train_argv(world, out, "--num_train_steps", "100000", "--valid_steps", "100000", "--train_batch_size", "1")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        log = out / "log" / "log.txt"
-        deadline = time.time() + 60
-        while time.time() < deadline and not (log.is_file() and "Running training" in log.read_text()):
-            time.sleep(0.2)
-        time.sleep(1.5)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    states = list((out / "ckpt").glob("train_state_*.pt"))
-    assert len(states) == 1
-    step = int(states[0].stem.split("_")[-1])
-    assert (out / "ckpt" / f"model_step_{step}.pt").is_file()
-    assert load_checkpoint(states[0])["step"] == step
+    command = train_command(world, out, "--num_train_steps", "100000", "--valid_steps", "100000")
+    outcome = check_sigterm_message(command, when=(out / "log" / "log.txt").exists)
+    assert outcome.code == 143
+    if "terminated by SIGTERM" in outcome.stderr:  # before the first checkpoint: nothing blocks a rerun
+        assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.rglob("*"))
+    else:  # the training loop was reached: it saved a checkpoint to --resume from
+        assert list((out / "ckpt").glob("train_state_*.pt"))
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(world: Path, tmp_path: Path, monkeypatch):
+    """Issue 9: a failed run left output_dir/log/ behind and the next plain run was refused as not empty."""
+    from itr_iais import train_itm_hard_negatives as tr
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(tr.Trainer, "group_loss", explode)
+    with pytest.raises(RuntimeError, match="simulated"):
+        tr.run(parse_train_args(train_argv(world, out, *QUICK)))
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError, match="simulated"):
+        tr.run(parse_train_args(train_argv(world, existing, *QUICK)))
+    assert existing.is_dir() and not any(existing.iterdir())  # created before the run: kept, emptied of its files
+    monkeypatch.undo()
+    assert tr.main(train_argv(world, out, *QUICK)) == 0  # the plain rerun is not refused
+
+
+def test_val_img_db_of_another_feature_size_is_refused_at_start(world: Path, tmp_path: Path):
+    """Issue 9: features of another size in the dev split crashed at the first validation (after an epoch)."""
+    from itr_common.synthetic import generate_world, preset, write_world
+    from itr_iais.train_itm_hard_negatives import main
+
+    other = tmp_path / "world16"
+    write_world(generate_world(preset("tiny", feat_dim=16)), other, layouts=("uniter",))
+    img16 = other / "img_db" / "flickr30k"
+    out = tmp_path / "o"
+    check_usage_error(main, train_argv(world, out, "--val_img_db", str(img16)), "region feature size",
+                      f"val_img_db {img16} 16", "train_img_dbs", "32", untouched=[out])
 
 
 def test_reproduce_prints_measured_beside_paper(trained_run: Path, world: Path, tmp_path: Path, capsys):

@@ -599,7 +599,7 @@ class UniterForImageTextRetrieval(nn.Module):
 def img_dim_of(state_dict: Mapping[str, Tensor]) -> int | None:
     """The region feature size a UNITER state dict was built for (``img_linear`` input width), or None."""
     for key in ("uniter.img_embeddings.img_linear.weight", "bert.img_embeddings.img_linear.weight",
-                "img_embeddings.img_linear.weight"):
+                "img_embeddings.img_linear.weight", "module.uniter.img_embeddings.img_linear.weight"):
         weight = state_dict.get(key)
         if isinstance(weight, Tensor) and weight.dim() == 2:
             return int(weight.shape[1])

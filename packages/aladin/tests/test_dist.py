@@ -1,0 +1,26 @@
+"""torchrun --nproc_per_node 2 train.py ...: two gloo processes (DDP), each on its half of the pairs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from aladin_testlib import ALAD_DIR, PYTHON, train_argv
+
+from itr_common.testing import subprocess_env
+
+
+@pytest.mark.dist
+def test_torchrun_two_processes(world, tmp_path):
+    from itr_aladin.train import read_aladin_checkpoint
+
+    torchrun = Path(PYTHON).parent / "torchrun"
+    argv = train_argv(world, tmp_path / "run", "alad-alignment-and-matching-distill", "--device", "cpu")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(ALAD_DIR / "train.py"), *argv],
+                          cwd=ALAD_DIR, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = read_aladin_checkpoint(tmp_path / "run" / "checkpoint.pth.tar")
+    # 48 images x 5 captions = 240 pairs over 2 processes, 16 per batch: 8 steps each
+    assert state["Eiters"] == 8 and state["epoch"] == 1
+    assert proc.stderr.count("matching  minival") == 1  # validation on rank 0 only

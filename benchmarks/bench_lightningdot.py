@@ -92,7 +92,8 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     methods = [("faiss_flat_ip", lambda: DenseFlatIndexer(args.dim))]
     if n <= args.hnsw_orig_max:
         methods.append(("faiss_hnsw_original", lambda: DenseHNSWFlatIndexer(args.dim, **ORIGINAL_HNSW)))
-    methods.append(("faiss_hnsw_ours", lambda: DenseHNSWFlatIndexer(args.dim, **OUR_HNSW)))
+    if args.hnsw_max is None or n <= args.hnsw_max:
+        methods.append(("faiss_hnsw_ours", lambda: DenseHNSWFlatIndexer(args.dim, **OUR_HNSW)))
     faiss = _faiss()
     for name, make in methods:
         index = make()
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--hnsw-orig-max", type=int, default=None,
                    help="largest gallery for the M=512 HNSW build (default 1000; 100000 with --full)")
+    p.add_argument("--hnsw-max", type=int, default=None, help="largest gallery for our HNSW (default: all)")
     p.add_argument("--threads", type=int, default=0, help="faiss / torch threads (0: library default)")
     p.add_argument("--model", choices=sorted(SIZES), default="tiny")
     p.add_argument("--img-dim", type=int, default=2048)

@@ -124,3 +124,18 @@ def test_bad_eval_input_exits_2(trained_run: Path, world: Path, tmp_path: Path, 
     missing_db = eval_argv(world, trained_run / "biencoder.last.pt", tmp_path / "e", "--test_txt_db", "/no/db")
     assert _exit_code(main, missing_db) == 2
     assert "/no/db" in capsys.readouterr().err
+
+
+def test_reproduce_prints_measured_beside_the_readme_rows(trained_run: Path, world: Path, tmp_path: Path, capsys):
+    from ldot_testlib import CONFIG_DIR, TINY_EVAL
+
+    from itr_lightningdot.reproduce import main
+
+    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
+    assert main(["--checkpoint", str(trained_run / "biencoder.last.pt"), "--eval_config", str(TINY_EVAL),
+                 "--output_dir", str(tmp_path / "repro"), "--", "--test_txt_db", str(txt / "itm_flickr30k_test.db"),
+                 "--test_img_db", str(img), "--txt_model_config", str(CONFIG_DIR / "bert_tiny.json"),
+                 "--img_model_config", str(CONFIG_DIR / "img_tiny.json")]) == 0
+    out = capsys.readouterr().out
+    assert "measured" in out and "paper: flickr-ft" in out and "83.90" in out
+    assert (tmp_path / "repro" / "retrieval_result_test.json").is_file()

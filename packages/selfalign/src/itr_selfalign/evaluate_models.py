@@ -20,10 +20,10 @@ from pathlib import Path
 
 from itr_common.data.precomp import PrecompSplit
 from itr_common.errors import ArgumentParser, cli_entry, fail
-from itr_common.fileio import atomic_open
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
+from itr_common.validation import check_device, require_writable
 from itr_selfalign.data import CameraDataset, VsrnDataset
 from itr_selfalign.evaluation import encode_split, evaluate_encoded, protocol_for
 from itr_selfalign.models import load_model
@@ -86,13 +86,8 @@ def run(variant: str, argv: Sequence[str] | None, prog: str = "evaluate_models.p
     args = build_parser(variant, prog).parse_args(argv)
     setup_logging()
     out = Path(args.out or f"selfalign_{variant}_result_{protocol_for(args.split, args.fold5)}.json")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(out.parent / f".{out.name}.write_test", "wb"):
-            pass
-        (out.parent / f".{out.name}.write_test").unlink(missing_ok=True)
-    except OSError as err:
-        fail(f"--out: expected a writable location, found {out} ({err.strerror or err})")
+    require_writable(out, "--out", kind="file")
+    check_device(args.device)
     text_path = args.bert_path if variant == "camera" else args.vocab_path
     result = evaluate(variant, args.model_path, args.data_path, text_path, args.split, args.fold5, args.batch_size,
                       args.device, args.fp16, args.data_name)

@@ -20,6 +20,7 @@ from itr_common.errors import ArgumentParser, cli_entry
 from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
+from itr_common.validation import check_device, require_writable
 from itr_selfalign.checkpoints import checkpoint_options, read_checkpoint, variant_of
 from itr_selfalign.evaluate_models import evaluate
 from itr_selfalign.evaluation import COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL, FLICKR_PROTOCOL
@@ -74,6 +75,8 @@ def build_parser(prog: str = "selfalign-reproduce") -> ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> list[Comparison]:
     args = build_parser().parse_args(argv)
+    check_device(args.device)
+    require_writable(args.out, "--out", kind="file")
     setup_logging()
     state = read_checkpoint(args.model_path)
     variant = variant_of(state["opt"]) or "camera"

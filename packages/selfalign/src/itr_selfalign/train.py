@@ -33,11 +33,11 @@ from itr_common.checkpoint import SaveOnSignal, capture_rng_state, load_state_di
 from itr_common.data.precomp import PrecompSplit
 from itr_common.dist import DistInfo, barrier, init_distributed, shutdown, wrap_model
 from itr_common.errors import cli_entry, fail, require_dir, require_file
-from itr_common.fileio import atomic_open
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
 from itr_common.training import DEFERRED_SIGNALS, format_options, signals_deferred, step_decay_lr
+from itr_common.validation import check_device, require_writable
 from itr_selfalign.checkpoints import (
     CHECKPOINT_FILE,
     checkpoint_options,
@@ -64,18 +64,6 @@ class TrainResult:
     best_rsum: float = 0.0
     last_validation: RetrievalResult | None = None
     checkpoint: Path | None = None
-
-
-def check_writable(folder: str) -> None:
-    """Fail before any work when ``--logger_name`` cannot hold checkpoints."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path / ".write_test", "wb") as handle:
-            handle.write(b"")
-        (path / ".write_test").unlink()
-    except OSError as err:
-        fail(f"--logger_name: expected a writable folder, found {folder} ({err.strerror or err})")
 
 
 class Trainer:
@@ -110,7 +98,7 @@ class Trainer:
             opt.vocab_size = len(self.text)
             make = lambda split: VsrnDataset(split, self.text, opt.max_len)  # noqa: E731
         if dist.is_main:
-            check_writable(opt.logger_name)
+            require_writable(opt.logger_name, "--logger_name")
         self.train_set, self.dev_set = make(splits["train"]), make(splits["dev"])
         self.dev_split = splits["dev"]
         torch.manual_seed(opt.seed)
@@ -278,6 +266,7 @@ class Trainer:
 
 def run(variant: str, opt: argparse.Namespace) -> TrainResult:
     """Train ``variant`` (``camera`` | ``vsrn``) with parsed options (any process of a torchrun world)."""
+    check_device(opt.device)
     dist = init_distributed(device=opt.device)
     setup_logging(dist.rank)
     try:

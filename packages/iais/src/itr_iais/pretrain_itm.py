@@ -37,6 +37,7 @@ from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb
 from itr_common.errors import ArgumentParser, cli_entry, fail
 from itr_common.logging import get_logger, setup_logging
 from itr_common.models.uniter import UniterConfig, UniterForImageTextRetrieval, load_uniter_state_dict
+from itr_common.validation import check_options, integer, number, require_writable
 from itr_iais.data import compact_attn_masks, get_gather_index, pad_tensors
 from itr_iais.model import batch_to, load_model_config
 from itr_iais.optim import build_optimizer, get_lr_sched, set_dropout, set_lr
@@ -178,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
     if not Path(opts.model_config).is_file():
         fail(f"--model_config {opts.model_config}: file not found")
+    check_options(opts, {"train_batch_size": integer(1), "num_train_steps": integer(1), "warmup_steps": integer(0),
+                         "learning_rate": number(above=0), "neg_sample_p": number(0, 1),
+                         "weight_decay": number(low=0), "initializer_range": number(above=0)})
+    require_writable(opts.output, "--output", kind="file")
     run(opts)
     return 0
 

@@ -51,7 +51,7 @@ def _loss_and_grads(model, batch, bs: int, gather: bool):
     out = model(batch)
     res = biencoder_loss(out.txt, out.img, None, bs, gather=gather)
     res.loss.backward()
-    return float(res.loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(res.loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -78,6 +78,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.dist
+@pytest.mark.slow
 def test_gathered_loss_and_gradients_equal_the_global_batch(tmp_path: Path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     loss, grads = _loss_and_grads(_model(), _items(list(range(GLOBAL_BATCH))), GLOBAL_BATCH, gather=False)

@@ -86,6 +86,7 @@ def test_search_bad_input_exits_2(gallery: Path, tmp_path: Path, capsys):
     assert info.value.code == 2
 
 
+@pytest.mark.slow
 def test_console_script_exits_0(gallery: Path):
     exe = Path(sys.executable).parent / "lightningdot-search"
     proc = subprocess.run([str(exe), "--index", str(gallery), "a red car", "--topk", "3"], capture_output=True,

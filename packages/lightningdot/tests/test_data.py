@@ -82,3 +82,18 @@ def test_training_with_mined_hard_negatives(world: Path, tmp_path: Path):
     assert len(hard_txt) == 48 and all(len(v) == 2 for v in hard_txt.values())
     txt2img = TxtTokLmdb(world / "txt_db" / "itm_flickr30k_train.db", 60).txt2img
     assert all(txt2img[t] not in negs for t, negs in hard_img.items())
+
+
+def test_generated_captions_join_the_image_side_scores(world: Path, tmp_path: Path):
+    from itr_common.fileio import write_json_atomic
+    from itr_lightningdot.train_itm import main
+
+    txt_db = TxtTokLmdb(world / "txt_db" / "itm_flickr30k_train.db", 60)
+    meta = {}
+    for fname, ids in txt_db.img2txts.items():
+        meta[fname] = {"caption_multiple": [txt_db[ids[0]]["raw"], txt_db[ids[1]]["raw"]], "index": ids}
+    write_json_atomic(tmp_path / "meta.json", meta)
+    out = tmp_path / "caps"
+    assert main(train_argv(world, out, "--num_train_epochs", "1", "--train_batch_size", "32",
+                           "--caption_score_weight", "0.3", "--itm_global_file", str(tmp_path / "meta.json"))) == 0
+    assert (out / "biencoder.last.pt").is_file()

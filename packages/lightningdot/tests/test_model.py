@@ -131,3 +131,17 @@ def test_uniter_checkpoints_load_under_either_prefix(world: Path, tmp_path: Path
     save_atomic({"something.else": torch.zeros(2)}, tmp_path / "junk.pt")
     with pytest.raises(UserError, match="expected UNITER weights"):
         load_img_checkpoint(tiny(), tmp_path / "junk.pt")
+
+
+def test_full_size_released_layout_heads():
+    from itr_lightningdot.pretrain import BiEncoderForPretraining
+
+    with torch.device("meta"):
+        model = build_biencoder(CONFIG_DIR / "img_base.json", CONFIG_DIR / "bert_base.json", 768)
+        full = BiEncoderForPretraining(model, 2048, 1601, "add")
+    shapes = {k: tuple(v.shape) for k, v in full.state_dict().items()}
+    assert shapes["cls.predictions.decoder.weight"] == (28996, 768) and shapes["cls.predictions.bias"] == (28996,)
+    assert shapes["feat_regress.weight"] == (768, 2048) and shapes["feat_regress.bias"] == (2048,)
+    assert shapes["region_classifier.net.3.weight"] == (1601, 768) and shapes["itm_output.weight"] == (2, 768)
+    assert shapes["bert.txt_model.encode_proj.3.weight"] == (768, 1536)
+    assert {k.split(".")[0] for k in shapes} == {"bert", "cls", "feat_regress", "region_classifier", "itm_output"}

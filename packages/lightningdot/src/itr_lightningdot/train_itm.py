@@ -80,6 +80,18 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def caption_tokenizer(args: argparse.Namespace) -> Any:
+    """bert-base-cased's tokenizer for the generated captions: the vocab.txt of ``txt_model_config`` (a BERT
+    directory) or of the folder holding ``txt_checkpoint``."""
+    from itr_common.text import load_bert_tokenizer
+
+    for candidate in (Path(args.txt_model_config), Path(args.txt_checkpoint or "").parent):
+        if candidate.is_dir() and (candidate / "vocab.txt").is_file():
+            return load_bert_tokenizer(candidate, do_lower_case=False)
+    fail("caption_score_weight: expected a vocab.txt beside txt_model_config or txt_checkpoint to tokenise the "
+         "generated captions, found none")
+
+
 def _datasets(args: argparse.Namespace, img_group: ImageDbGroup, tokenizer: Any) -> list[ItmFastDataset]:
     meta = load_img_meta(args.itm_global_file) if args.caption_score_weight else None
     return [ItmFastDataset(TxtTokLmdb(t, args.max_txt_len), img_group[i], args.num_hard_negatives, meta, tokenizer)
@@ -181,11 +193,7 @@ def run(args: argparse.Namespace) -> TrainOutcome:
     setup_logging(info.rank, out / "log.txt")
     _seed(args.seed)
 
-    tokenizer = None
-    if args.caption_score_weight:
-        from itr_common.text import load_bert_tokenizer
-
-        tokenizer = load_bert_tokenizer(args.txt_model_config, do_lower_case=False)
+    tokenizer = caption_tokenizer(args) if args.caption_score_weight else None
     model, img_dim = build_model(args)
     img_group = ImageDbGroup(args.conf_th, args.max_bb, args.min_bb, args.num_bb, args.compressed_db)
     datasets = _datasets(args, img_group, tokenizer)

@@ -38,6 +38,7 @@ def test_checkpoint_holds_the_original_keys(trained):
     assert state["config"]["training"]["loss-type"] == "alignment-distillation"
 
 
+@pytest.mark.slow
 def test_console_script_and_original_script_name(world, trained, tmp_path):
     check_console_script("aladin-test", eval_argv(world, trained, tmp_path / "cs.json"))
     assert (tmp_path / "cs.json").is_file()
@@ -135,3 +136,36 @@ def test_resume_after_sigterm_is_exact(world, tmp_path):
     check_resume_exact(command, tmp_path, final="checkpoint.pth.tar", kill_when="checkpoint.pth.tar",
                        resume_evidence=r"loaded checkpoint .* \(epoch \d+, batch \d+\)", cwd=ALAD_DIR,
                        select=lambda state: {"model": state["model"], "optimizer": state["optimizer"]})
+
+
+def test_reproduce_prints_both_heads_beside_the_paper(world, trained, tmp_path, capsys):
+    from itr_aladin.reproduce import main as reproduce
+
+    out = tmp_path / "rep.json"
+    reproduce([*data_flags(world), "--load_checkpoint", str(trained), "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert set(record) == {f"{h}/{p}" for h in ("matching", "alignment") for p in ("1k", "coco-5k", "coco-1k-fold5")}
+    assert record["matching/coco-5k"]["paper"] == {"i2t": [64.9, 88.6, 94.5], "t2i": [51.3, 79.2, 87.5]}
+    assert "paper (unverified)" in capsys.readouterr().out
+
+
+def test_reinitialize_scheduler_restarts_steplr_from_the_yaml(world, trained, tmp_path):
+    """--resume keeps the saved StepLR; with --reinitialize-scheduler its base lr is the YAML's again."""
+    import torch
+
+    from itr_aladin.options import parse_train_args
+    from itr_aladin.train import Trainer, read_aladin_checkpoint
+    from itr_common.dist import init_distributed
+
+    state = read_aladin_checkpoint(trained)
+    state["scheduler"]["base_lrs"] = [0.123]
+    edited = tmp_path / "edited.pth.tar"
+    torch.save(state, edited)
+    dist = init_distributed(device="cpu")
+    kept = Trainer(parse_train_args(train_argv(world, tmp_path / "a", "alad-alignment-and-matching-distill",
+                                               "--resume", str(edited))), dist)
+    fresh = Trainer(parse_train_args(train_argv(world, tmp_path / "b", "alad-alignment-and-matching-distill",
+                                                "--resume", str(edited), "--reinitialize-scheduler")), dist)
+    assert kept.scheduler.base_lrs == [0.123]
+    assert fresh.scheduler.base_lrs == [pytest.approx(3e-4)]
+    assert kept.start == fresh.start == (1, 0) and kept.model.Eiters == state["Eiters"]

@@ -27,6 +27,25 @@ def test_full_size_key_names_and_shapes_match_the_vinvl_checkpoint():
     assert ours == oscar_state_dict_shapes(config)
 
 
+def test_full_size_aladin_keys():
+    """VinVL-base under the six configs' model section: the original ALADModel's parameter names and shapes."""
+    config = load_alad_config(config_path("alad-alignment-and-matching-distill", tiny=False))
+    with torch.device("meta"):
+        model = ALADModel(config, OscarConfig.from_dict(oscar_config_dict(30522, 2054)))
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    base = oscar_state_dict_shapes(oscar_config_dict(30522, 2054))
+    vinvl = {f"img_txt_enc.oscar_model.{k}": v for k, v in base.items()}
+    assert {k: v for k, v in shapes.items() if k.startswith("img_txt_enc.oscar_model.")} == vinvl
+    head = "img_txt_enc.final_projection_net.layers"
+    for i in range(2):
+        assert shapes[f"{head}.{i}.self_attn.in_proj_weight"] == (2304, 768)
+        assert shapes[f"{head}.{i}.linear1.weight"] == (768, 768) and shapes[f"{head}.{i}.norm2.bias"] == (768,)
+    assert shapes["img_txt_enc.img_proj.weight"] == (768, 768)
+    others = {k for k in shapes if not k.startswith(("img_txt_enc.oscar_model.", head))}
+    assert others == {"img_txt_enc.img_proj.weight", "img_txt_enc.img_proj.bias", "img_txt_enc.cap_proj.weight",
+                      "img_txt_enc.cap_proj.bias"}
+
+
 def test_loads_the_checkpoint_directory_strictly(world):
     model = load_oscar_model(_ckpt(world))
     saved = torch.load(_ckpt(world) / "pytorch_model.bin")

@@ -160,3 +160,23 @@ def test_check_learns_compares_real_and_shuffled_with_chance(tmp_path):
     results["shuffled"] = 200.0
     with pytest.raises(ConformanceError, match="shuffled-pair rsum"):
         check_learns(fake, worlds, tmp_path / "runs", n_images=50)
+
+
+def test_check_learns_from_command_lines(tmp_path):
+    """cli_train_and_evaluate: train and evaluate commands in subprocesses, the result JSON read back."""
+    from itr_common.testing import cli_train_and_evaluate
+
+    write = ("import sys; from itr_common.metrics import RetrievalResult as R; good = sys.argv[1] == 'real'; "
+             "v = (60.0, 90.0, 95.0, 1.0, 2.0) if good else (2.0, 10.0, 20.0, 25.0, 25.0); "
+             "R(v, v, '1k').write_json(sys.argv[2])")
+
+    def train(world, run):
+        return [sys.executable, "-c", "import sys, pathlib; pathlib.Path(sys.argv[1]).mkdir(parents=True)", str(run)]
+
+    def evaluate(world, run):
+        return [sys.executable, "-c", write, world.name, str(run / "result.json")]
+
+    run = cli_train_and_evaluate(train, evaluate, lambda run: run / "result.json")
+    worlds = {"real": tmp_path / "real", "shuffled": tmp_path / "shuffled"}
+    check = check_learns(run, worlds, tmp_path / "runs", n_images=50)
+    assert check.real == 490.0 and check.shuffled == 64.0

@@ -127,3 +127,12 @@ def test_feature_sizes_must_agree():
         check_same_size({"train (a.npy)": 32, "dev (b.npy)": 16, "checkpoint img_dim": 32})
     assert str(err.value) == ("region feature size: expected the same in every split and the checkpoint, found "
                               "train (a.npy) 32, dev (b.npy) 16, checkpoint img_dim 32")
+
+
+def test_yaml_exponent_numbers_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-4`` as a string; configs read it as the number JSON and YAML 1.2 give."""
+    from itr_common.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text('learning_rate: 1e-4\nsteps: 3e5\nquoted: "1e-4"\nname: abc\n')
+    assert load_config(path) == {"learning_rate": 1e-4, "steps": 3e5, "quoted": "1e-4", "name": "abc"}

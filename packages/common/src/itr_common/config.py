@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +25,22 @@ from itr_common.errors import UserError, check_keys, require_file
 from itr_common.validation import check_config_types
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` reading ``1e-4`` as a number, as YAML 1.2 and JSON do (YAML 1.1 needs ``1.0e-4``
+    and PyYAML would give the string "1e-4", which the type checks then refuse)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -44,7 +61,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
             raise UserError(f"{source}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     else:
         try:
-            config = yaml.safe_load(text)
+            config = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -13,7 +13,9 @@ same machine, the same backbone sizes and the same gallery sizes (1K and 5K imag
 - ratio: cross-encoder latency / matching-head latency (the abstract's "almost 90 times faster";
   the repo's plot uses 0.023 s vs 2.06 s per query);
 - encoding throughput (images/s and captions/s through the two passes + matching head), training
-  samples/s of the joint config (alignment + distillation, Adam, grad clipping).
+  samples/s of the joint config (alignment + distillation, Adam, grad clipping);
+- whole-split evaluation (``--eval-images``, 5,000 = COCO 5K x 25K captions): chunked exhaustive MrSw
+  scoring (pairs/s, GPU peak memory) and the ranks of both heads under both protocols.
 
 Inputs are random with the stated sizes: captions of ``--txt-len`` tokens, ``--tag-len`` tag tokens and
 ``--regions`` regions of 2054 values (``--feat-dim``). ``--model tiny`` is the synthetic world's VinVL
@@ -137,6 +139,36 @@ def latency(model: ALADModel, args: argparse.Namespace, device: torch.device, n_
             "cross_encoder_blocks_timed": n_blocks}
 
 
+def full_evaluation(model: ALADModel, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """test.py's scoring of a whole split (``--eval-images`` images x 5 captions, random unit sets of the stated
+    lengths): both score matrices, chunked MrSw, ranks with ties, the 5K and 1K-fold5 protocols."""
+    from itr_aladin.evaluation import EncodedSplit, alignment_sims, evaluate_matrix, matching_sims
+
+    n = args.eval_images
+    gen = torch.Generator().manual_seed(0)
+    dim = model.img_txt_enc.embed_size
+
+    def unit(*shape: int) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.randn(*shape, generator=gen), dim=-1)
+
+    enc = EncodedSplit(unit(n, dim), unit(n, args.regions, dim), torch.full((n,), args.regions), unit(5 * n, dim),
+                       unit(5 * n, args.txt_len, dim), torch.randint(8, args.txt_len + 1, (5 * n,), generator=gen), 5)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    sims = alignment_sims(model, enc, args.eval_image_chunk, args.eval_caption_chunk, device)
+    align_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for protocol in ("coco-5k", "coco-1k-fold5"):
+        evaluate_matrix(sims, protocol, 5, {})
+        evaluate_matrix(matching_sims(enc), protocol, 5, {})
+    rank_s = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"images": n, "captions": 5 * n, "alignment_scoring_s": align_s,
+            "alignment_pairs_per_s": 5 * n * n / align_s, "ranking_s_both_heads_both_protocols": rank_s,
+            "gpu_peak_gib": peak}
+
+
 def encoding(model: ALADModel, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     enc = model.img_txt_enc
     img, cap = images(args.encode_batch, args, device), texts(args.encode_batch, args, device)
@@ -179,6 +211,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add("--xenc-batch", type=int, default=128, help="pairs per cross-encoder forward")
     add("--xenc-pairs", type=int, default=128, help="pairs timed for the cross-encoder (scaled to the gallery)")
     add("--repeat", type=int, default=5)
+    add("--eval-images", type=int, default=200, help="images of the whole-split evaluation timing (0: skip)")
+    add("--eval-image-chunk", type=int, default=32)
+    add("--eval-caption-chunk", type=int, default=250)
     add("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     add("--out", default="bench_out/aladin.json")
     args = parser.parse_args(argv)
@@ -193,6 +228,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"ALADIN bench: model {args.model}, device {device}, regions {args.regions}, caption {args.txt_len} tokens")
     print(f"encoding: {record['encoding']['images_per_s']:.1f} images/s, {record['encoding']['captions_per_s']:.1f} "
           f"captions/s; training {record['training']['samples_per_s']:.1f} samples/s (bs {args.batch})")
+    if args.eval_images:
+        record["evaluation"] = ev = full_evaluation(model, args, device)
+        print(f"evaluation of {ev['images']} images x {ev['captions']} captions: alignment scoring "
+              f"{ev['alignment_scoring_s']:.1f} s ({ev['alignment_pairs_per_s']:.0f} pairs/s), ranks "
+              f"{ev['ranking_s_both_heads_both_protocols']:.1f} s, GPU peak {ev['gpu_peak_gib']:.2f} GiB")
     record["latency"] = {}
     print(f"{'gallery':>8} {'matching s':>11} {'alignment s':>12} {'cross-enc s':>12} {'x-enc/match':>12} "
           f"{'x-enc/align':>12}")

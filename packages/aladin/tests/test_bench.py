@@ -16,8 +16,9 @@ def test_bench_runs_and_reports(tmp_path):
     out = tmp_path / "aladin.json"
     report = bench.main(["--galleries", "20", "--regions", "6", "--feat-dim", "16", "--txt-len", "8", "--tag-len", "6",
                          "--batch", "4", "--encode-batch", "8", "--xenc-batch", "8", "--xenc-pairs", "8",
-                         "--repeat", "1", "--out", str(out)])
+                         "--repeat", "1", "--eval-images", "10", "--out", str(out)])
     assert json.loads(out.read_text())["config"]["model"] == "tiny"
     lat = report["latency"]["20"]
     assert lat["matching_s"] > 0 and lat["alignment_s"] > 0 and lat["cross_encoder_s"] > 0
+    assert report["evaluation"]["alignment_pairs_per_s"] > 0
     assert report["encoding"]["images_per_s"] > 0 and report["training"]["samples_per_s"] > 0

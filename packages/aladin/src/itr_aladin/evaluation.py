@@ -97,19 +97,22 @@ def encode_split(model: ALADModel, data: VinVLRetrievalSplit, tokenizer: Any, ma
 @torch.no_grad()
 def alignment_sims(model: ALADModel, enc: EncodedSplit, image_chunk: int = 32, caption_chunk: int = 250,
                    device: torch.device | str = "cpu", padded: bool = True) -> Tensor:
-    """(N, kN) alignment scores, ``image_chunk x caption_chunk`` pairs at a time (bounded memory)."""
+    """(N, kN) alignment scores, ``image_chunk x caption_chunk`` pairs at a time (bounded memory).
+
+    The image sets go to ``device`` once; each caption chunk once (captions outer, images inner).
+    """
     n, m = enc.img_emb.shape[0], enc.cap_emb.shape[0]
     sims = torch.empty(n, m)
     slots = (EVAL_SET_SLOTS, EVAL_SET_SLOTS) if padded else None
-    for i in range(0, n, image_chunk):
-        ii = slice(i, min(n, i + image_chunk))
-        im_len = enc.img_len[ii]
-        im_sets = enc.img_sets[ii, : int(im_len.max())].to(device)
-        for j in range(0, m, caption_chunk):
-            jj = slice(j, min(m, j + caption_chunk))
-            s_len = enc.cap_len[jj]
-            s_sets = enc.cap_sets[jj, : int(s_len.max())].to(device)
-            sims[ii, jj] = alignment_scores(im_sets, s_sets, im_len.to(device), s_len.to(device),
+    img_sets, img_len = enc.img_sets.to(device), enc.img_len.to(device)
+    for j in range(0, m, caption_chunk):
+        jj = slice(j, min(m, j + caption_chunk))
+        s_len = enc.cap_len[jj].to(device)
+        s_sets = enc.cap_sets[jj, : int(s_len.max())].to(device)
+        for i in range(0, n, image_chunk):
+            ii = slice(i, min(n, i + image_chunk))
+            im_len = img_len[ii]
+            sims[ii, jj] = alignment_scores(img_sets[ii, : int(im_len.max())], s_sets, im_len, s_len,
                                             model.alignment_mode, slots).float().cpu()
     return sims
 

@@ -9,7 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ldot_testlib import QUICK, single_thread, train_argv  # noqa: E402
+from ldot_testlib import QUICK, train_argv  # noqa: E402
+
+from itr_common.testing import single_thread  # noqa: E402
+from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +33,3 @@ def trained_run(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with single_thread():
         assert main(train_argv(world, out, *QUICK)) == 0
     return out
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread():
-        yield

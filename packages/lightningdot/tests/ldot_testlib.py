@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
-
-import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PACKAGE_DIR / "config"
@@ -45,13 +41,3 @@ def eval_argv(world: Path, checkpoint: Path, out: Path, *extra: str) -> list[str
 
 QUICK = ("--num_train_epochs", "2", "--train_batch_size", "32", "--valid_steps", "3")
 """Two epochs of 8 batches (240 captions / 32), a resume state every 3 updates."""
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

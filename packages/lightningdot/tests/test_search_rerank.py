@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +86,9 @@ def test_search_bad_input_exits_2(gallery: Path, tmp_path: Path, capsys):
 
 @pytest.mark.slow
 def test_console_script_exits_0(gallery: Path):
-    exe = Path(sys.executable).parent / "lightningdot-search"
-    proc = subprocess.run([str(exe), "--index", str(gallery), "a red car", "--topk", "3"], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.strip().splitlines()) == 4
+    from itr_common.testing import check_console_script
+
+    check_console_script("lightningdot-search", ["--index", str(gallery), "a red car", "--topk", "3"])
 
 
 def _rerank_argv(world: Path, trained_run: Path, out: Path, *extra: str) -> list[str]:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from ldot_testlib import QUICK, eval_argv, train_argv
 
 from itr_common.checkpoint import load_checkpoint
@@ -54,76 +53,12 @@ def test_eval_itm_hnsw_gives_the_same_recall_on_a_small_gallery(trained_run: Pat
     assert b["extras"]["index"] == "hnsw"
 
 
-def test_resume_after_a_kill_ends_bit_identical(world: Path, tmp_path: Path, monkeypatch):
-    import itr_lightningdot.train_itm as train
-
-    full = tmp_path / "full"
-    assert train.main(train_argv(world, full, *QUICK)) == 0
-
-    killed = tmp_path / "killed"
-    real_loss, calls = train.biencoder_loss, {"n": 0}
-
-    def dying_loss(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 11:  # epoch 1, batch 2; the last state saved is update 9
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train, "biencoder_loss", dying_loss)
-    with pytest.raises(KeyboardInterrupt):
-        train.run(train.parse_train_args(train_argv(world, killed, *QUICK)))
-    assert load_checkpoint(killed / "train_state.pt")["progress"]["updates"] == 9
-    monkeypatch.setattr(train, "biencoder_loss", real_loss)
-    assert train.main(train_argv(world, killed, *QUICK, "--resume")) == 0
-    assert "resumed from" in (killed / "log.txt").read_text()
-    a = load_checkpoint(full / "biencoder.last.pt")
-    b = load_checkpoint(killed / "biencoder.last.pt")
-    for key, value in a["model_dict"].items():
-        assert torch.equal(value, b["model_dict"][key]), key
-    assert a["scheduler_dict"] == b["scheduler_dict"]
-
-
-def _exit_code(fn, argv) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        fn(argv)
-    return info.value.code
-
-
-@pytest.mark.parametrize("change, message", [
-    (("--train_batch_size", "0"), "train_batch_size"),
-    (("--hard_negatives_sampling", "top"), "num_hard_negatives"),
-    (("--learning_rate", "-1"), "learning_rate"),
-    (("--val_txt_db", "/nonexistent/db"), "val_txt_db"),
-    (("--img_checkpoint", "/nonexistent/uniter.pt"), "img_checkpoint"),
-    (("--max_txt_len", "500"), "max_txt_len"),
-    (("--retrieval_mode", "img_only"), "retrieval_mode"),
-    (("--num_train_epocs", "3"), "num_train_epochs"),
-])
-def test_bad_training_input_exits_2_with_one_line(world: Path, tmp_path: Path, capsys, change, message):
+def test_used_output_dir_needs_resume(trained_run: Path, world: Path):
+    from itr_common.testing import check_usage_error
     from itr_lightningdot.train_itm import main
 
-    assert _exit_code(main, train_argv(world, tmp_path / "bad", *change)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
-    assert not (tmp_path / "bad" / "biencoder.last.pt").exists()
-
-
-def test_used_output_dir_needs_resume(trained_run: Path, world: Path, capsys):
-    from itr_lightningdot.train_itm import main
-
-    assert _exit_code(main, train_argv(world, trained_run, *QUICK)) == 2
-    assert "--resume" in capsys.readouterr().err
-
-
-def test_bad_eval_input_exits_2(trained_run: Path, world: Path, tmp_path: Path, capsys):
-    from itr_lightningdot.eval_itm import main
-
-    wrong_dim = eval_argv(world, trained_run / "biencoder.last.pt", tmp_path / "e", "--project_dim", "8")
-    assert _exit_code(main, wrong_dim) == 2
-    assert "encode_proj.3.weight: model (8, 128) vs checkpoint (64, 128)" in capsys.readouterr().err
-    missing_db = eval_argv(world, trained_run / "biencoder.last.pt", tmp_path / "e", "--test_txt_db", "/no/db")
-    assert _exit_code(main, missing_db) == 2
-    assert "/no/db" in capsys.readouterr().err
+    check_usage_error(main, train_argv(world, trained_run, *QUICK), "output_dir", "--resume",
+                      untouched=[trained_run / "biencoder.last.pt"])
 
 
 def test_reproduce_prints_measured_beside_the_readme_rows(trained_run: Path, world: Path, tmp_path: Path, capsys):

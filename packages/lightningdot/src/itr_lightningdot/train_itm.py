@@ -298,6 +298,9 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                                                                                   epoch)
             progress.update(epoch=epoch + 1, batch=0)
             save_state()
+            if stop.signum is not None:
+                LOGGER.info("signal %d: saved %s after epoch %d, exiting", stop.signum, state_path, epoch)
+                raise SystemExit(128 + stop.signum)
     outcome.best_metric = progress["best"]
     outcome.updates = progress["updates"]
     if args.test_txt_db:

@@ -21,9 +21,9 @@ PAPERS = ["iais", "aladin", "selfalign", "dime", "lightningdot"]
 
 def _dockerfile_install(paper: str) -> tuple[dict[str, str], list[str]]:
     """The env assignments and arguments of the Dockerfile's ci/install.sh line."""
-    text = (ROOT / "docker" / paper / "Dockerfile").read_text()
+    text = (ROOT / "docker" / paper / "Dockerfile").read_text().replace("\\\n", " ")  # join continued lines
     line = next(ln for ln in text.splitlines() if "ci/install.sh" in ln and ln.startswith("RUN"))
-    words = shlex.split(line[len("RUN") :])
+    words = shlex.split(line[len("RUN") :].split("&&")[0])  # the install command, before any chained one
     env = {}
     while "=" in words[0]:
         key, value = words.pop(0).split("=", 1)

@@ -450,13 +450,15 @@ def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | o
     run dir continued with ``resume=True``, which must exit 0 and print ``resume_evidence`` (a
     regex: proof that it continued instead of starting over). ``final`` (a path under the run dir,
     or a callable) names the file compared: ``load`` (default: ``load_checkpoint``), then ``select``
-    (default: all of it) from both runs must hold identical tensors.
+    (default: all of it) from both runs must hold identical tensors. The runs see no GPU unless ``env``
+    says otherwise (CUDA kernels are not bit-reproducible run to run).
     """
     from itr_common.checkpoint import load_checkpoint
 
     root = Path(folder)
     load = load or load_checkpoint
     select = select or (lambda state: state)
+    env = dict(env or subprocess_env(CUDA_VISIBLE_DEVICES=""))  # bit for bit is a CPU promise
     final_of = final if callable(final) else (lambda run: run / final)
     full, killed = root / "full", root / "killed"
 

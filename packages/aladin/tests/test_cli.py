@@ -12,7 +12,7 @@ from aladin_testlib import ALAD_DIR, PYTHON, config_path, data_flags, eval_argv,
 
 from itr_aladin.test import main as run_test_py
 from itr_aladin.train import main as run_train_py
-from itr_common.testing import check_console_script, check_resume_exact, check_usage_error
+from itr_common.testing import check_console_script, check_resume_exact, check_usage_error, invoke
 
 
 def test_test_py_labels_both_heads_and_protocols(world, trained, tmp_path):
@@ -169,3 +169,19 @@ def test_reinitialize_scheduler_restarts_steplr_from_the_yaml(world, trained, tm
     assert kept.scheduler.base_lrs == [0.123]
     assert fresh.scheduler.base_lrs == [pytest.approx(3e-4)]
     assert kept.start == fresh.start == (1, 0) and kept.model.Eiters == state["Eiters"]
+
+
+def test_bad_row_found_by_a_loader_worker_is_one_line(world_copy, tmp_path):
+    """A bad row that only a DataLoader worker reads (not the first image of a split) still ends in one line."""
+    import torch
+
+    keys = list(torch.load(world_copy / "coco_ir" / "train_captions.pt"))
+    mapping = json.loads((world_copy / "features" / "imageid2idx.json").read_text())
+    row = mapping[str(keys[5])]
+    _edit_row(world_copy / "features" / "features.tsv", row, lambda f: [f[0], f[1], b"!" + f[2][1:]])
+    argv = train_argv(world_copy, tmp_path / "run", "alad-alignment-triplet")
+    argv[argv.index("--num_workers") + 1] = "1"
+    outcome = invoke(run_train_py, argv)
+    assert outcome.code == 2 and "Traceback" not in outcome.stderr, outcome.tail()
+    last = outcome.lines()[-1]
+    assert last.startswith("error: ") and f"row {row}" in last and "base64" in last

@@ -18,7 +18,8 @@ Evaluation encodes every image and every caption once (the original encoded each
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,20 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from itr_aladin.model import ImageBatch, TextBatch
 from itr_common.data.batching import ResumableBatchSampler, loader_generator
 from itr_common.data.vinvl_tsv import VinVLRetrievalSplit
-from itr_common.errors import fail
+from itr_common.errors import UserError, fail
+
+
+@contextlib.contextmanager
+def worker_errors_as_one_line() -> Iterator[None]:
+    """A UserError raised in a DataLoader worker comes back with the worker's traceback in its message
+    ("Caught UserError in DataLoader worker process 0. Original Traceback ..."): keep its last line."""
+    try:
+        yield
+    except UserError as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        if len(lines) > 1:
+            raise UserError(lines[-1].split("UserError: ", 1)[-1]) from None
+        raise
 
 
 def open_split(args: argparse.Namespace, split: str, is_train: bool) -> VinVLRetrievalSplit:
@@ -199,5 +213,7 @@ def caption_loader(data: VinVLRetrievalSplit, tokenizer: Any, max_seq_len: int, 
                       collate_fn=lambda items: collate_text(tokens, items, max_seq_len))
 
 
-__all__ = ["PairCollate", "PairDataset", "Tokens", "caption_loader", "collate_images", "collate_text",
-           "image_loader", "open_split", "tags_example", "text_example", "train_loader"]
+__all__ = [
+    "PairCollate", "PairDataset", "Tokens", "caption_loader", "collate_images", "collate_text", "image_loader",
+    "open_split", "tags_example", "text_example", "train_loader", "worker_errors_as_one_line",
+]

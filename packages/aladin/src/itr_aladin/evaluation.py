@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from itr_aladin.data import caption_loader, image_loader
+from itr_aladin.data import caption_loader, image_loader, worker_errors_as_one_line
 from itr_aladin.losses import alignment_scores
 from itr_aladin.model import ALADModel
 from itr_common.data.vinvl_tsv import VinVLRetrievalSplit
@@ -73,6 +73,12 @@ def _pad_cat(chunks: list[Tensor]) -> Tensor:
 def encode_split(model: ALADModel, data: VinVLRetrievalSplit, tokenizer: Any, max_seq_len: int, max_img_seq_len: int,
                  batch_size: int, workers: int = 0, device: torch.device | str = "cpu") -> EncodedSplit:
     """Encode every image and caption of ``data`` once (eval mode; the caller's mode is restored)."""
+    with worker_errors_as_one_line():
+        return _encode_split(model, data, tokenizer, max_seq_len, max_img_seq_len, batch_size, workers, device)
+
+
+def _encode_split(model: ALADModel, data: VinVLRetrievalSplit, tokenizer: Any, max_seq_len: int,
+                  max_img_seq_len: int, batch_size: int, workers: int, device: torch.device | str) -> EncodedSplit:
     was_training = model.training
     model.eval()
     enc = model.img_txt_enc

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from itr_aladin.config import load_alad_config
-from itr_aladin.data import PairCollate, open_split, train_loader
+from itr_aladin.data import PairCollate, open_split, train_loader, worker_errors_as_one_line
 from itr_aladin.evaluation import encode_split, evaluate_heads, format_row, full_rsum
 from itr_aladin.model import ALADModel
 from itr_aladin.options import parse_train_args, restore_training_settings, use_checkpoint_feature_dim
@@ -226,11 +226,16 @@ class Trainer:
         return float(loss.detach()), parts
 
     def train_epoch(self, epoch: int, skip: int, stop: StopRequest) -> None:
-        args = self.args
         self.sampler.set_epoch(epoch)
         self.batches.skip(skip)
         meters = LogCollector()
         batch_time, data_time = AverageMeter(), AverageMeter()
+        with worker_errors_as_one_line():
+            self._train_batches(epoch, skip, stop, meters, batch_time, data_time)
+
+    def _train_batches(self, epoch: int, skip: int, stop: StopRequest, meters: LogCollector,
+                       batch_time: AverageMeter, data_time: AverageMeter) -> None:
+        args = self.args
         end = time.time()
         for i, (images, texts) in enumerate(self.loader, start=skip):
             data_time.update(time.time() - end, 1)

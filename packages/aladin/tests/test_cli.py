@@ -185,3 +185,24 @@ def test_bad_row_found_by_a_loader_worker_is_one_line(world_copy, tmp_path):
     assert outcome.code == 2 and "Traceback" not in outcome.stderr, outcome.tail()
     last = outcome.lines()[-1]
     assert last.startswith("error: ") and f"row {row}" in last and "base64" in last
+
+
+def test_checkpoint_round_trip_and_refusals(world, trained, tmp_path):
+    """test.py's loader: same tensors back; a missing or an unexpected key refused by name; DDP's module. stripped."""
+    import torch
+
+    from itr_aladin.options import parse_test_args
+    from itr_aladin.test import load_model
+    from itr_aladin.train import read_aladin_checkpoint
+    from itr_common.testing import check_checkpoint_round_trip
+
+    config = read_aladin_checkpoint(trained)["config"]
+
+    def load(path: Path):
+        args = parse_test_args(eval_argv(world, path, tmp_path / "o.json"))
+        return load_model(args)[0]
+
+    def save(model, path: Path) -> None:
+        torch.save({"model": model.state_dict(), "config": config, "epoch": 1, "Eiters": 1}, path)
+
+    check_checkpoint_round_trip(load(trained), save, load, tmp_path / "rt", which="model")

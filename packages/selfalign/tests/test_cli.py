@@ -147,3 +147,11 @@ def test_reproduce_prints_measured_beside_paper(trained, world, tmp_path, capsys
     out = capsys.readouterr().out
     assert "VSRN | protocol coco-1k-fold5 (coco1k)" in out and "paper R@1" in out
     assert json.loads((tmp_path / "c.json").read_text())["row"] == "VSRN"
+
+
+@pytest.mark.parametrize("module", ["itr_selfalign.train", "itr_selfalign.evaluate_models"])
+def test_python_m_entry_points(module):
+    for variant in ("camera", "vsrn"):
+        done = subprocess.run([PYTHON, "-m", module, variant, "--help"], env=python_env(), capture_output=True,
+                              text=True)
+        assert done.returncode == 0 and "--data_path" in done.stdout, done.stderr

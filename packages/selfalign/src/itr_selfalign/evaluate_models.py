@@ -109,3 +109,11 @@ def main_vsrn(argv: Sequence[str] | None = None) -> None:
 
 
 __all__ = ["build_parser", "evaluate", "main_camera", "main_vsrn", "run"]
+
+
+if __name__ == "__main__":  # python -m itr_selfalign.evaluate_models {camera,vsrn} ...
+    import sys
+
+    if len(sys.argv) < 2 or sys.argv[1] not in ("camera", "vsrn"):
+        sys.exit("usage: python -m itr_selfalign.evaluate_models {camera,vsrn} [evaluate_models.py flags]")
+    {"camera": main_camera, "vsrn": main_vsrn}[sys.argv[1]](sys.argv[2:])

@@ -106,3 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 __all__ = ["Comparison", "build_parser", "load_paper_table", "main", "row_name", "run"]
+
+
+if __name__ == "__main__":
+    main()

@@ -77,6 +77,8 @@ def test_full_size_shapes():
         vsrn_opt.vocab_size = 8481  # vocab/f30k_precomp_vocab.pkl
         vsrn = VsrnModel(vsrn_opt)
     img, txt, protos = (dict((k, tuple(v.shape)) for k, v in sd.items()) for sd in original_state_dict(camera))
+    assert list(img) == CAMERA_IMG + CONTEXT_KEYS and list(txt)[-len(CAMERA_TXT_HEAD + CONTEXT_KEYS):] == (
+        CAMERA_TXT_HEAD + CONTEXT_KEYS) and len(bert_keys(txt)) == 5 + 16 * 12 + 2  # BERT-base, 12 layers
     assert img["fc.weight"] == (2048, 2048) and img["position_enc.proj.weight"] == (2048, 6)
     assert img["agsa.att_layers.0.fc_g.weight"] == (64, 32)  # 64 heads of 32
     assert [img[f"mvs.convs_dilate.{i}.weight"] for i in (0, 1, 6)] == [(256, 2048, 1), (128, 2048, 3), (128, 2048, 5)]
@@ -84,6 +86,8 @@ def test_full_size_shapes():
     assert txt["bert.embeddings.word_embeddings.weight"] == (30522, 768) and txt["mapping.weight"] == (2048, 768)
     assert protos["v_prototypes.weight"] == (1024, 2048)
     img, txt, protos = (dict((k, tuple(v.shape)) for k, v in sd.items()) for sd in original_state_dict(vsrn))
+    assert list(img) == VSRN_IMG_BASE + VSRN_IMG_CONTEXT + keys("bn", BN)
+    assert list(txt) == ["embed.weight", *keys("local_fc", LIN), *keys("rnn", GRU), *CONTEXT_KEYS]
     assert img["Rs_GCN_1.theta.weight"] == (2048, 2048, 1) and img["img_rnn.weight_ih_l0"] == (6144, 2048)
     assert img["bn.weight"] == (2048,)  # f30k_precomp
     assert txt["embed.weight"] == (8481, 300) and txt["local_fc.weight"] == (2048, 300)

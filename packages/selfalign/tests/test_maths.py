@@ -168,3 +168,19 @@ def test_vsrn_retrieval_embedding_is_the_original_concatenation():
     assert torch.allclose(img[:, 0, 4:8], 0.5 * ictx.fused) and torch.allclose(cap[:, 8:], cctx.fused)
     want = iemb @ cemb.t() + 0.5 * (ictx.fused @ cctx.locals.mean(1).t() + ictx.locals.mean(1) @ cctx.fused.t())
     assert torch.allclose(img.squeeze(1) @ cap.t(), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_blocked_ranks_equal_the_full_matrix_metrics(chunk):
+    from itr_common.metrics import evaluate_sims
+    from itr_selfalign.evaluation import EncodedSplit, evaluate_encoded, score_matrix
+
+    torch.manual_seed(3)
+    img, cap = torch.randn(10, 3, 4), torch.randn(50, 4)
+    cap[7] = img[1, 0]  # a near tie-free but strong match, to move ranks around
+    enc = EncodedSplit(img, cap, 5)
+    sims = score_matrix(img, cap)
+    for protocol in ("1k", "coco-1k-fold5"):
+        got = evaluate_encoded(enc, protocol, chunk=chunk)
+        want = evaluate_sims(sims, protocol, 5)
+        assert got.i2t == pytest.approx(want.i2t) and got.t2i == pytest.approx(want.t2i), protocol

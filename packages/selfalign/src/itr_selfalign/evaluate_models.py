@@ -47,18 +47,21 @@ def build_parser(variant: str, prog: str = "evaluate_models.py") -> ArgumentPars
     add("--batch_size", type=int, default=None, help="encoding batch size (default: the checkpoint's)")
     add("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     add("--fp16", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
+    add("--chunk", type=int, default=0, help="queries per scoring block (0: as many as 2**25 scores allow)")
     add("--out", default=None, help="JSON result path (default: selfalign_<variant>_result_<protocol>.json)")
     return parser
 
 
 def evaluate(variant: str, model_path: str, data_path: str | None = None, text_path: str | None = None,
              split: str = "test", fold5: bool = False, batch_size: int | None = None, device: str | None = None,
-             fp16: bool = False, data_name: str | None = None) -> RetrievalResult:
+             fp16: bool = False, data_name: str | None = None, chunk: int = 0) -> RetrievalResult:
     """Load, check, encode, rank; returns the :class:`RetrievalResult` (extras: model, variant, selfalign)."""
     import torch
 
     if batch_size is not None and batch_size < 1:
         fail(f"--batch_size: expected a positive integer, found {batch_size}")
+    if chunk < 0:
+        fail(f"--chunk: expected a non-negative integer, found {chunk}")
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, opt, state, text = load_model(model_path, variant, data_path, text_path, dev)
     if data_name is not None:
@@ -76,7 +79,7 @@ def evaluate(variant: str, model_path: str, data_path: str | None = None, text_p
     enc = encode_split(model, data, dataset, batch_size or opt.batch_size, dev, fp16)
     encode_s = time.time() - t0
     protocol = protocol_for(split, fold5)
-    result = evaluate_encoded(enc, protocol, device=dev)
+    result = evaluate_encoded(enc, protocol, chunk=chunk or None, device=dev)
     result.extras.update(model=str(model_path), variant=variant, selfalign=int(opt.selfalign), split=split,
                          regions=regions, encode_s=round(encode_s, 3), epoch=int(state.get("epoch", 0)))
     return result
@@ -90,7 +93,7 @@ def run(variant: str, argv: Sequence[str] | None, prog: str = "evaluate_models.p
     check_device(args.device)
     text_path = args.bert_path if variant == "camera" else args.vocab_path
     result = evaluate(variant, args.model_path, args.data_path, text_path, args.split, args.fold5, args.batch_size,
-                      args.device, args.fp16, args.data_name)
+                      args.device, args.fp16, args.data_name, args.chunk)
     print(result.table())
     print(f"result written to {result.write_json(out)}")
     return result

@@ -57,7 +57,8 @@ def _added_flags(add) -> None:
     add("--seed", type=int, default=1024, help="Seed of parameter init and data order (the original's init_seed).")
     add("--device", default=None, help="cpu | cuda | cuda:N (default: cuda:LOCAL_RANK when available, else cpu).")
     add("--fp16", action="store_true", help="Mixed precision (autocast; fp16 + loss scaling on CUDA, bf16 on CPU).")
-    add("--eval_chunk", type=int, default=1024, help="Queries per scoring block in validation/evaluation.")
+    add("--eval_chunk", type=int, default=0,
+        help="Queries per scoring block in validation (0: as many as 2**25 scores allow).")
 
 
 def build_camera_parser(prog: str = "train_SelfAlign.py") -> ArgumentParser:
@@ -141,7 +142,7 @@ def add_bert_files(opt: argparse.Namespace) -> argparse.Namespace:
 def check_options(variant: str, opt: argparse.Namespace) -> None:
     """Fail with one line on a flag value the model cannot use."""
     positive = ["batch_size", "embed_size", "img_dim", "num_epochs", "lr_update", "log_step", "val_step",
-                "local_clu_num", "eval_chunk"]
+                "local_clu_num"]
     positive += ["head", "smry_k", "max_words"] if variant == "camera" else [
         "word_dim", "num_layers", "dim_hidden", "dim_word", "max_len", "dim_vid"]
     for name in positive:
@@ -153,8 +154,9 @@ def check_options(variant: str, opt: argparse.Namespace) -> None:
     for name in ("v5_tao", "v6_tao"):
         if not getattr(opt, name) > 0:
             fail(f"--{name}: expected a positive temperature, found {getattr(opt, name)}")
-    if opt.workers < 0:
-        fail(f"--workers: expected a non-negative integer, found {opt.workers}")
+    for name in ("workers", "eval_chunk"):
+        if getattr(opt, name) < 0:
+            fail(f"--{name}: expected a non-negative integer, found {getattr(opt, name)}")
     if variant == "camera":
         if opt.embed_size % opt.head:
             fail(f"--head: expected a divisor of --embed_size {opt.embed_size}, found {opt.head}")

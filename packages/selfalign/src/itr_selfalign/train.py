@@ -226,7 +226,7 @@ class Trainer:
         t0 = time.time()
         enc = encode_split(self.model, self.dev_split, self.dev_set, self.opt.batch_size, self.device, self.opt.fp16)
         logger.info("encode_data elapses: %.2fs", time.time() - t0)
-        result = evaluate_encoded(enc, FLICKR_PROTOCOL, device=self.device)
+        result = evaluate_encoded(enc, FLICKR_PROTOCOL, chunk=self.opt.eval_chunk or None, device=self.device)
         self.result.last_validation = result
         (r1, r5, r10, medr, meanr), (r1i, r5i, r10i, medri, meanri) = result.i2t, result.t2i
         logger.info("Image to text: %.1f, %.1f, %.1f, %.1f, %.1f", r1, r5, r10, medr, meanr)

@@ -206,3 +206,26 @@ def test_checkpoint_round_trip_and_refusals(world, trained, tmp_path):
         torch.save({"model": model.state_dict(), "config": config, "epoch": 1, "Eiters": 1}, path)
 
     check_checkpoint_round_trip(load(trained), save, load, tmp_path / "rt", which="model")
+
+
+def test_test_py_skips_loss_only_parameters(world, trained, tmp_path):
+    """A checkpoint trained with 'auto' weights and 'mse' distillation (losses_weights.*, distillation_loss.wb)."""
+    import torch
+
+    from itr_aladin.model import ALADModel
+    from itr_aladin.options import parse_test_args
+    from itr_aladin.oscar import OscarConfig
+    from itr_aladin.test import load_model
+    from itr_aladin.train import read_aladin_checkpoint
+
+    state = read_aladin_checkpoint(trained)
+    config = state["config"]
+    config["training"].update({"loss-weights": "auto", "distillation-mode": "mse"})
+    model = ALADModel(config, OscarConfig.from_dir(world / "pretrained" / "checkpoint-0132780"))
+    model.load_aladin_state_dict(state["model"], strict=False, source="trained")  # wb and the weights are new
+    assert {"losses_weights.alignment", "distillation_loss.wb"} <= set(model.state_dict())
+    path = tmp_path / "auto_mse.pth.tar"
+    torch.save({**state, "model": model.state_dict(), "config": config}, path)
+    loaded, _ = load_model(parse_test_args(eval_argv(world, path, tmp_path / "o.json")))
+    key = "img_txt_enc.final_projection_net.layers.0.linear1.weight"
+    torch.testing.assert_close(loaded.state_dict()[key], model.state_dict()[key])

@@ -65,8 +65,9 @@ def load_model(args: argparse.Namespace, device: torch.device | str = "cpu") -> 
     skipped = sorted(k for k in weights if k.startswith(LOSS_ONLY_PREFIXES))
     if skipped:
         logger.info("%s: loss-only parameters not used for testing: %s", args.load_checkpoint, ", ".join(skipped))
-    model.load_aladin_state_dict({k: v for k, v in weights.items() if k not in skipped}, strict=True,
-                                 source=args.load_checkpoint)
+    kept = {k: v for k, v in weights.items() if k not in skipped}
+    kept.update({k: v for k, v in model.state_dict().items() if k.startswith(LOSS_ONLY_PREFIXES)})
+    model.load_aladin_state_dict(kept, strict=True, source=args.load_checkpoint)
     return model.to(device).eval(), config
 
 

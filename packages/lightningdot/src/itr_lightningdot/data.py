@@ -9,7 +9,6 @@ the ``bs`` positives first and the negatives after them, in both towers (``pos_c
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections import ChainMap, defaultdict
@@ -265,10 +264,6 @@ def load_img_meta(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
     return read_json(path, "itm_global_file", expect=dict)
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
 
 
 def sample_hard_negatives(

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb
 from itr_common.errors import fail
@@ -181,12 +180,3 @@ def in_batch_stats(model: BiEncoder, split: EncodedSplit, batch_size: int) -> tu
         losses.append(float(res.loss))
         correct += int(res.correct)
     return float(np.mean(losses)) if losses else 0.0, correct / max(len(txt), 1)
-
-
-def chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
-    for i in range(0, len(seq), size):
-        yield seq[i:i + size]
-
-
-def tensor(x: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x))

@@ -229,3 +229,17 @@ def test_test_py_skips_loss_only_parameters(world, trained, tmp_path):
     loaded, _ = load_model(parse_test_args(eval_argv(world, path, tmp_path / "o.json")))
     key = "img_txt_enc.final_projection_net.layers.0.linear1.weight"
     torch.testing.assert_close(loaded.state_dict()[key], model.state_dict()[key])
+
+
+def test_selection_sums_both_heads_when_the_alignment_head_trains(world, tmp_path):
+    from itr_aladin.evaluation import full_rsum
+    from itr_aladin.train import read_aladin_checkpoint, train
+
+    joint = train(train_argv(world, tmp_path / "joint", "alad-alignment-and-matching-distill"))
+    heads = joint.last_validation
+    assert set(heads) == {"matching", "alignment"}
+    assert joint.best_rsum == pytest.approx(full_rsum(heads["matching"]) + full_rsum(heads["alignment"]))
+    assert read_aladin_checkpoint(tmp_path / "joint" / "model_best_rsum.pth.tar")["best_rsum"] == joint.best_rsum
+    matching = train(train_argv(world, tmp_path / "matching", "alad-matching-triplet-e2e"))
+    assert set(matching.last_validation) == {"matching"}
+    assert matching.best_rsum == pytest.approx(full_rsum(matching.last_validation["matching"]))

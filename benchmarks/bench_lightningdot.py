@@ -4,7 +4,8 @@
   ``--sizes`` (1K and 25K by default; ``--full`` adds 100K and 1M): brute-force torch (``q @ G.T`` + topk),
   faiss flat inner product (the default index), HNSW with the original's parameters (M = store_n 512,
   efConstruction 200, efSearch 128; up to ``--hnsw-orig-max`` vectors, 1K by default: its build is slow) and ours
-  (M 32, same ef). Per method: build seconds, index bytes, query latency p50 / p99 (ms), queries/s,
+  (M 32, same ef), and an IVF-flat inner-product index (ours, 4 sqrt(N) lists, nprobe 32). Per method:
+  build seconds, index bytes, query latency p50 / p99 (ms), queries/s,
   and recall@10 against the exact top 10.
 - end to end: the bi-encoder answers a text query with one text-tower pass + a search (+ re-ranking
   its top M with the UNITER cross-encoder); UNITER alone scores every (query, image) pair. The ratio of
@@ -70,6 +71,28 @@ def queries_near(data: np.ndarray, q: int, seed: int = 1) -> np.ndarray:
     return (picks + 0.7 * rng.standard_normal(picks.shape, dtype=np.float32)).astype(np.float32)
 
 
+class IvfIndexer:
+    """faiss IndexIVFFlat, inner product: ``nlist = 4 sqrt(N)`` k-means lists trained on at most 100K vectors,
+    ``nprobe`` lists scanned per query (not in the original; a candidate for galleries of 1M and more)."""
+
+    def __init__(self, dim: int, n: int, args: argparse.Namespace) -> None:
+        faiss = _faiss()
+        self.nlist = max(1, min(int(4 * np.sqrt(n)), n // args.ivf_min_per_list))
+        self.quantizer = faiss.IndexFlatIP(dim)
+        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self.nprobe = args.ivf_nprobe
+
+    def index_vectors(self, data: np.ndarray) -> None:
+        rng = np.random.default_rng(0)
+        sample = data[rng.choice(len(data), min(len(data), 100_000), replace=False)]
+        self.index.train(sample)
+        self.index.add(data)
+        self.index.nprobe = self.nprobe
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
 def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     data = gallery(n, args.dim)
     queries = queries_near(data, args.queries)
@@ -94,6 +117,10 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         methods.append(("faiss_hnsw_original", lambda: DenseHNSWFlatIndexer(args.dim, **ORIGINAL_HNSW)))
     if args.hnsw_max is None or n <= args.hnsw_max:
         methods.append(("faiss_hnsw_ours", lambda: DenseHNSWFlatIndexer(args.dim, **OUR_HNSW)))
+    if n >= 10 * args.ivf_min_per_list:
+        methods.append(("faiss_ivf_flat_ip", lambda: IvfIndexer(args.dim, n, args)))
+    if args.methods:
+        methods = [(name, make) for name, make in methods if name in args.methods]
     faiss = _faiss()
     for name, make in methods:
         index = make()
@@ -226,6 +253,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--hnsw-orig-max", type=int, default=None,
                    help="largest gallery for the M=512 HNSW build (default 1000; 100000 with --full)")
     p.add_argument("--hnsw-max", type=int, default=None, help="largest gallery for our HNSW (default: all)")
+    p.add_argument("--ivf-nprobe", type=int, default=32, help="IVF lists scanned per query")
+    p.add_argument("--ivf-min-per-list", type=int, default=39, help="IVF only when N >= 10x this; lists >= this")
+    p.add_argument("--methods", nargs="+", default=None, help="only these index methods (names as reported)")
     p.add_argument("--threads", type=int, default=0, help="faiss / torch threads (0: library default)")
     p.add_argument("--model", choices=sorted(SIZES), default="tiny")
     p.add_argument("--img-dim", type=int, default=2048)

@@ -57,7 +57,7 @@ def save_checkpoint(state: dict[str, Any], is_best: bool, prefix: str | os.PathL
 
 def variant_of(opt: argparse.Namespace) -> str | None:
     """``camera`` / ``vsrn`` from the options a checkpoint stores (CAMERA has smry_k, VSRN word_dim)."""
-    if hasattr(opt, "smry_k") or hasattr(opt, "bert_path"):
+    if hasattr(opt, "smry_k"):
         return "camera"
     if hasattr(opt, "word_dim") or hasattr(opt, "vocab_path"):
         return "vsrn"
@@ -79,9 +79,11 @@ def read_checkpoint(path: str | os.PathLike, variant: str | None = None,
     state["model"] = [strip_ddp_prefix(m, str(path)) for m in model]
     found = variant_of(state["opt"])
     if variant is not None and found != variant:
-        fail(f"{path}: expected a {VARIANT_NAMES[variant]} checkpoint, found "
-             f"{VARIANT_NAMES.get(found, 'an unknown model')}'s (its opt has "
-             f"{'smry_k' if found == 'camera' else 'word_dim' if found == 'vsrn' else 'neither smry_k nor word_dim'})")
+        if found is None:
+            fail(f"{path}: expected a {VARIANT_NAMES[variant]} checkpoint, found another model's (its opt has neither "
+                 "smry_k (CAMERA) nor word_dim (VSRN))")
+        fail(f"{path}: expected a {VARIANT_NAMES[variant]} checkpoint, found {VARIANT_NAMES[found]}'s (its opt has "
+             f"{'smry_k' if found == 'camera' else 'word_dim'})")
     return state
 
 

@@ -38,6 +38,7 @@ import torch
 from itr_aladin.losses import alignment_scores
 from itr_aladin.model import ALADModel, ImageBatch, TextBatch
 from itr_aladin.oscar import OscarConfig
+from itr_common.metrics import evaluate_sims
 
 SIZES = {
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
@@ -142,7 +143,7 @@ def latency(model: ALADModel, args: argparse.Namespace, device: torch.device, n_
 def full_evaluation(model: ALADModel, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     """test.py's scoring of a whole split (``--eval-images`` images x 5 captions, random unit sets of the stated
     lengths): both score matrices, chunked MrSw, ranks with ties, the 5K and 1K-fold5 protocols."""
-    from itr_aladin.evaluation import EncodedSplit, alignment_sims, evaluate_matrix, matching_sims
+    from itr_aladin.evaluation import EncodedSplit, alignment_sims, matching_sims
 
     n = args.eval_images
     gen = torch.Generator().manual_seed(0)
@@ -160,8 +161,8 @@ def full_evaluation(model: ALADModel, args: argparse.Namespace, device: torch.de
     align_s = time.perf_counter() - start
     start = time.perf_counter()
     for protocol in ("coco-5k", "coco-1k-fold5"):
-        evaluate_matrix(sims, protocol, 5, {})
-        evaluate_matrix(matching_sims(enc), protocol, 5, {})
+        evaluate_sims(sims, protocol, 5)
+        evaluate_sims(matching_sims(enc), protocol, 5)
     rank_s = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"images": n, "captions": 5 * n, "alignment_scoring_s": align_s,

@@ -117,10 +117,32 @@ def test_wide_chunks_use_wider_counters():
     assert wide[1][1][0].max() > 255  # some caption ranks exceed a uint8 count
 
 
-def test_ties_give_the_optimistic_rank():
+def test_ties_count_against_the_query():
+    # a collapsed model (every pair scored the same) must not read as perfect recall
     sims = np.zeros((3, 15), dtype=np.float32)
-    assert i2t(sims) == (100.0, 100.0, 100.0, 1.0, 1.0)
-    assert t2i(sims) == (100.0, 100.0, 100.0, 1.0, 1.0)
+    assert i2t(sims) == (0.0, 0.0, 0.0, 11.0, 11.0)  # the 10 other images' captions tie with the best own one
+    assert t2i(sims) == (0.0, 100.0, 100.0, 3.0, 3.0)  # the 2 other images tie with the own one
+    # ties among an image's own captions do not count; a tie with one other image's caption does
+    sims = np.array([[1.0, 1.0, 0.5, 0.0], [0.0, 0.0, 2.0, 2.0]], dtype=np.float32)
+    _, (ranks_i2t, _) = i2t(sims, True, None, 2)
+    _, (ranks_t2i, _) = t2i(sims, True, None, 2)
+    np.testing.assert_array_equal(ranks_i2t, [0, 0])
+    np.testing.assert_array_equal(ranks_t2i, [0, 0, 0, 0])
+    sims[0, 2] = 1.0  # image 0's best own score 1.0 now tied by image 1's first caption; caption 2 tied too
+    _, (ranks_i2t, _) = i2t(sims, True, None, 2)
+    _, (ranks_t2i, _) = t2i(sims, True, None, 2)
+    np.testing.assert_array_equal(ranks_i2t, [1, 0])
+    np.testing.assert_array_equal(ranks_t2i, [0, 0, 0, 0])
+    sims[0, 3] = 2.0  # caption 3's own image 1 scores 2.0, image 0 ties it
+    _, (ranks_t2i, _) = t2i(sims, True, None, 2)
+    np.testing.assert_array_equal(ranks_t2i, [0, 0, 0, 1])
+
+
+def test_ranks_from_embeddings_count_ties_against_the_query():
+    img, cap = torch.zeros(3, 4), torch.zeros(15, 4)
+    ranks_i2t, ranks_t2i = ranks_from_embeddings(img, cap, chunk_size=2)
+    np.testing.assert_array_equal(ranks_i2t, [10, 10, 10])
+    np.testing.assert_array_equal(ranks_t2i, [2] * 15)
 
 
 def test_torch_input_matches_numpy():

@@ -28,7 +28,7 @@ from itr_aladin.data import caption_loader, image_loader, worker_errors_as_one_l
 from itr_aladin.losses import alignment_scores
 from itr_aladin.model import ALADModel
 from itr_common.data.vinvl_tsv import VinVLRetrievalSplit
-from itr_common.metrics import RetrievalResult, metrics_from_ranks
+from itr_common.metrics import RetrievalResult, evaluate_sims
 
 LOGGER = logging.getLogger(__name__)
 EVAL_SET_SLOTS = 71  # encode_data's max_cap_len = max_img_len = 71
@@ -127,49 +127,6 @@ def matching_sims(enc: EncodedSplit) -> Tensor:
     return enc.img_emb @ enc.cap_emb.T
 
 
-def ranks_with_ties(sims: Tensor, k: int, chunk: int = 256) -> tuple[Tensor, Tensor]:
-    """Exact i2t / t2i ranks of a (N, kN) score matrix, a tie counted against the positive.
-
-    i2t: the number of other images' captions scoring at least the image's best own caption; t2i: the
-    number of other images scoring at least the caption's own image. itr_common's ranks count only
-    strictly higher scores; the alignment head can give exact ties (a collapsed model scores every pair
-    0 once the original's zero padding floors the max over regions), which would read as perfect recall.
-    """
-    n, m = sims.shape
-    own = torch.arange(m) // k
-    i2t = torch.empty(n, dtype=torch.long)
-    for start in range(0, n, chunk):
-        block = sims[start : start + chunk]
-        rows = torch.arange(start, start + block.shape[0])
-        positive = own[None, :] == rows[:, None]
-        best = block.masked_fill(~positive, float("-inf")).amax(dim=1)
-        i2t[start : start + block.shape[0]] = ((block >= best[:, None]) & ~positive).sum(dim=1)
-    t2i = torch.empty(m, dtype=torch.long)
-    for start in range(0, m, chunk):
-        block = sims[:, start : start + chunk].T  # (C, N)
-        cols = own[start : start + block.shape[0]]
-        positive = block.gather(1, cols[:, None])
-        mask = torch.arange(n)[None, :] == cols[:, None]
-        t2i[start : start + block.shape[0]] = ((block >= positive) & ~mask).sum(dim=1)
-    return i2t, t2i
-
-
-def evaluate_matrix(sims: Tensor, protocol: str, k: int, extras: dict[str, Any]) -> RetrievalResult:
-    """A protocol's result from a full (N, kN) score matrix, ties counted against the positive."""
-    n = sims.shape[0]
-    if protocol == "coco-1k-fold5":
-        folds = [(slice(f, f + n // 5), slice(k * f, k * (f + n // 5))) for f in range(0, n, n // 5)]
-    else:
-        folds = [(slice(0, n), slice(0, k * n))]
-    per_fold = []
-    for images, captions in folds:
-        i2t, t2i = ranks_with_ties(sims[images, captions], k)
-        per_fold.append((metrics_from_ranks(i2t.numpy()), metrics_from_ranks(t2i.numpy())))
-    mean = [tuple(float(sum(f[d][j] for f in per_fold) / len(per_fold)) for j in range(5)) for d in (0, 1)]
-    return RetrievalResult(i2t=mean[0], t2i=mean[1], protocol=protocol, extras=extras, n_images=n, n_captions=k * n,
-                           folds=per_fold if len(per_fold) > 1 else [])
-
-
 def protocols_for(n_images: int, keys_file: str) -> list[str]:
     """``['1k']`` for the single 1K subset (a keys file named ``*1k*``), else ``['coco-5k']`` plus
     ``'coco-1k-fold5'`` when the images split into five folds."""
@@ -200,7 +157,7 @@ def evaluate_heads(model: ALADModel, enc: EncodedSplit, protocols: list[str], he
             sims = alignment_sims(model, enc, image_chunk, caption_chunk, device)
         for protocol in protocols:
             info = {**(extras or {}), "head": head, "protocol_label": PROTOCOL_LABELS[protocol]}
-            out[head][protocol] = evaluate_matrix(sims, protocol, k, info)
+            out[head][protocol] = evaluate_sims(sims, protocol, k, extras=info)
         LOGGER.info("%s head scored in %.2fs", head, time.time() - t0)
     return out
 
@@ -234,6 +191,5 @@ def full_rsum(result: RetrievalResult) -> float:
 
 __all__ = [
     "EVAL_SET_SLOTS", "EncodedSplit", "PROTOCOL_LABELS", "alignment_sims", "encode_split", "evaluate_heads",
-    "evaluate_matrix", "format_row", "full_rsum", "matching_sims", "protocols_for", "ranking_agreement",
-    "ranks_with_ties",
+    "format_row", "full_rsum", "matching_sims", "protocols_for", "ranking_agreement",
 ]

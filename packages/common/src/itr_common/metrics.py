@@ -12,11 +12,13 @@ and Flickr30K).
 - ``R@K = 100 * mean(rank < K)``, ``medr = floor(median(rank)) + 1``, ``meanr = mean(rank) + 1``.
 
 Rank semantics. The originals argsort every query (a Python loop, one ``np.argsort`` per query). We
-count, for each query, the candidates that score *strictly higher* than its (best) positive, in a
-vectorised pass over chunks of rows. Both give the same rank whenever the positive's score is not
-tied with another candidate's (always the case in practice with real-valued scores). With exact ties
-the original's position depends on the order ``np.argsort`` happens to leave equal values in; ours is
-the optimistic rank (ties count in the query's favour), and ``top1`` is the first maximum.
+count, for each query, the candidates of *other* images (i2t) or the other images (t2i) that score at
+least as high as its (best) positive, in a vectorised pass over chunks of rows. Both give the same rank
+whenever the positive's score is not tied with another candidate's (always the case in practice with
+real-valued scores). With exact ties the original's position depends on the order ``np.argsort``
+happens to leave equal values in; ours is the pessimistic rank (a tie counts against the query), so a
+collapsed model that scores every pair the same reads as chance-or-worse, never as perfect recall.
+``top1`` is the first maximum.
 
 Memory. The rank passes read the matrix in blocks of ``chunk_rows`` rows; besides the input they
 allocate O(chunk_rows * n_captions) bytes of booleans plus O(n_captions) counters, never a full-size
@@ -126,10 +128,10 @@ def _ranks_from_sims(
     want_top1: bool,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> _SimsRanks:
-    """One pass over ``sims`` (n_images, k*n_images) in blocks of rows: strictly-higher counts.
+    """One pass over ``sims`` (n_images, k*n_images) in blocks of rows: at-least-as-high counts.
 
-    i2t rank of image i = #captions scoring above max(sims[i, k*i:k*i+k]);
-    t2i rank of caption j = #images scoring above sims[j // k, j] in column j.
+    i2t rank of image i = #captions of other images scoring >= max(sims[i, k*i:k*i+k]);
+    t2i rank of caption j = #other images scoring >= sims[j // k, j] in column j (ties count against).
     Extra memory: one (chunk_rows, k*N) boolean buffer and a few (k*N,) vectors.
     """
     if chunk_rows < 1:
@@ -162,13 +164,15 @@ def _ranks_from_sims(
             fail(f"sims: expected finite scores, found NaN in image rows {start}..{stop - 1}")
         if want_i2t:
             rows = np.arange(start, stop)[:, None]
-            best_positive = sims[rows, rows * k + own_captions].max(axis=1)  # (C,)
-            np.greater(block, best_positive[:, None], out=mask)
-            out.i2t[start:stop] = mask.view(np.uint8).sum(axis=1, dtype=row_count_dtype)
+            own = sims[rows, rows * k + own_captions]  # (C, k)
+            best_positive = own.max(axis=1)  # (C,)
+            np.greater_equal(block, best_positive[:, None], out=mask)
+            at_least = mask.view(np.uint8).sum(axis=1, dtype=row_count_dtype).astype(np.int64)
+            out.i2t[start:stop] = at_least - (own >= best_positive[:, None]).sum(axis=1)  # own captions excluded
             if want_top1:
                 out.i2t_top1[start:stop] = block.argmax(axis=1)
         if want_t2i:
-            np.greater(block, positive_t2i, out=mask)
+            np.greater_equal(block, positive_t2i, out=mask)
             counts_t2i += mask.view(np.uint8).sum(axis=0, dtype=column_count_dtype)
             if want_top1:
                 # running first-argmax down the columns; argmax(axis=0) on the whole block is slow in
@@ -180,7 +184,7 @@ def _ranks_from_sims(
                     column_arg[improved] = block[:, improved].argmax(axis=0) + start
 
     if want_t2i:
-        out.t2i = counts_t2i
+        out.t2i = counts_t2i - 1  # the caption's own image always scores >= itself
         if want_top1:
             out.t2i_top1 = column_arg
     return out
@@ -586,8 +590,9 @@ def ranks_from_embeddings(
     ``img_emb``: (N, D) once per image, or (k*N, D) once per caption as the originals store it (every
     k-th row is taken); ``cap_emb``: (k*N, D), captions ``k*i..k*i+k-1`` of image ``i``. Scores are
     ``img @ cap.T``, computed ``chunk_size`` queries at a time (on ``device`` if given). Returns
-    ``(i2t_ranks (N,), t2i_ranks (k*N,))`` int64: the number of candidates scoring strictly above the
-    (best) positive, taken from the same score block, the same semantics as :func:`i2t` / :func:`t2i`.
+    ``(i2t_ranks (N,), t2i_ranks (k*N,))`` int64: the number of other images' candidates scoring at least
+    as high as the (best) positive, taken from the same score block, the same semantics as :func:`i2t` /
+    :func:`t2i` (a tie counts against the query).
     Extra memory: one score block of ``chunk_size x k*N`` (plus its boolean mask), 100 MB in float32
     for 1,024 queries against 25K captions.
     """
@@ -605,8 +610,9 @@ def ranks_from_embeddings(
         stop = min(n_images, start + chunk_size)
         block = img[start:stop] @ cap.T  # (C, k*N)
         rows = torch.arange(stop - start, device=img.device)[:, None]
-        best_positive = block[rows, (rows + start) * k + own_captions].amax(dim=1)  # (C,)
-        i2t_ranks[start:stop] = (block > best_positive[:, None]).sum(dim=1).cpu()
+        own = block[rows, (rows + start) * k + own_captions]  # (C, k)
+        best_positive = own.amax(dim=1, keepdim=True)  # (C, 1)
+        i2t_ranks[start:stop] = ((block >= best_positive).sum(dim=1) - (own >= best_positive).sum(dim=1)).cpu()
 
     t2i_ranks = torch.empty(n_captions, dtype=torch.int64)
     for start in range(0, n_captions, chunk_size):
@@ -614,7 +620,7 @@ def ranks_from_embeddings(
         block = cap[start:stop] @ img.T  # (C, N)
         rows = torch.arange(stop - start, device=img.device)
         positive = block[rows, (rows + start) // k]  # (C,)
-        t2i_ranks[start:stop] = (block > positive[:, None]).sum(dim=1).cpu()
+        t2i_ranks[start:stop] = ((block >= positive[:, None]).sum(dim=1) - 1).cpu()  # own image excluded
 
     return i2t_ranks.numpy(), t2i_ranks.numpy()
 

@@ -155,3 +155,11 @@ def test_python_m_entry_points(module):
         done = subprocess.run([PYTHON, "-m", module, variant, "--help"], env=python_env(), capture_output=True,
                               text=True)
         assert done.returncode == 0 and "--data_path" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(("variant", "flag", "value"), [
+    ("camera", "--drop", "1.5"), ("camera", "--lr_decay_gamma", "0"), ("camera", "--ctx_fc_relu", "2"),
+    ("camera", "--margin", "nan"), ("vsrn", "--rnn_type", "lstm"), ("vsrn", "--bidirectional", "3"),
+    ("vsrn", "--eval_chunk", "-1"), ("vsrn", "--max_violation", "maybe")])
+def test_flag_values_are_checked(variant, flag, value):
+    check_usage_error(main_camera if variant == "camera" else main_vsrn, [flag, value], flag, value)

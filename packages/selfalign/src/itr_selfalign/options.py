@@ -154,6 +154,17 @@ def check_options(variant: str, opt: argparse.Namespace) -> None:
     for name in ("v5_tao", "v6_tao"):
         if not getattr(opt, name) > 0:
             fail(f"--{name}: expected a positive temperature, found {getattr(opt, name)}")
+    for name in (("ctx_fc_relu",) if variant == "camera" else ("ctx_relu", "bidirectional")):
+        if getattr(opt, name) not in (0, 1):
+            fail(f"--{name}: expected 0 or 1, found {getattr(opt, name)}")
+    probabilities = ("drop",) if variant == "camera" else ("input_dropout_p", "rnn_dropout_p")
+    for name in probabilities:
+        if not 0 <= getattr(opt, name) < 1:
+            fail(f"--{name}: expected a probability in [0, 1), found {getattr(opt, name)}")
+    if variant == "camera" and not opt.lr_decay_gamma > 0:
+        fail(f"--lr_decay_gamma: expected a positive factor, found {opt.lr_decay_gamma}")
+    if variant == "camera" and not opt.smry_lamda >= 0:
+        fail(f"--smry_lamda: expected a non-negative weight, found {opt.smry_lamda}")
     for name in ("workers", "eval_chunk"):
         if getattr(opt, name) < 0:
             fail(f"--{name}: expected a non-negative integer, found {getattr(opt, name)}")
@@ -162,13 +173,12 @@ def check_options(variant: str, opt: argparse.Namespace) -> None:
             fail(f"--head: expected a divisor of --embed_size {opt.embed_size}, found {opt.head}")
         if opt.max_words < 2:
             fail(f"--max_words: expected at least 2 ([CLS] and [SEP]), found {opt.max_words}")
-        if not 0 <= opt.drop < 1:
-            fail(f"--drop: expected a probability in [0, 1), found {opt.drop}")
     else:
         if opt.measure != "cosine":
             fail(f"--measure: expected 'cosine' (the order embedding is not part of VSRN), found '{opt.measure}'")
-        if opt.rnn_type.lower() not in ("gru", "lstm"):
-            fail(f"--rnn_type: expected gru or lstm, found '{opt.rnn_type}'")
+        if opt.rnn_type.lower() != "gru":  # the original decoder squeezes its hidden state: an LSTM's tuple crashes it
+            fail(f"--rnn_type: expected gru (the caption decoder's attention reads a GRU state), "
+                 f"found '{opt.rnn_type}'")
         if opt.dim_vid != opt.embed_size:
             fail(f"--dim_vid: expected --embed_size {opt.embed_size} (the caption model reads the GCN regions), "
                  f"found {opt.dim_vid}")

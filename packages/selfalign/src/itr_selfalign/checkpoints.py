@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from itr_common.checkpoint import load_checkpoint, load_state_dict_mapped, save_atomic
+from itr_common.checkpoint import load_checkpoint, load_state_dict_mapped, save_atomic, strip_module_prefix
 from itr_common.errors import fail
 from itr_selfalign.options import complete_options
 
@@ -76,7 +76,7 @@ def read_checkpoint(path: str | os.PathLike, variant: str | None = None,
     model = state["model"]
     if not isinstance(model, list | tuple) or len(model) not in (2, 3) or not all(isinstance(m, dict) for m in model):
         fail(f"{path}: expected 'model' to be a list of 2 (base) or 3 (SelfAlign) state dicts")
-    state["model"] = [strip_ddp_prefix(m, str(path)) for m in model]
+    state["model"] = [strip_module_prefix(m) for m in model]  # saved from a DDP-wrapped module
     found = variant_of(state["opt"])
     if variant is not None and found != variant:
         if found is None:
@@ -84,14 +84,6 @@ def read_checkpoint(path: str | os.PathLike, variant: str | None = None,
                  "smry_k (CAMERA) nor word_dim (VSRN))")
         fail(f"{path}: expected a {VARIANT_NAMES[variant]} checkpoint, found {VARIANT_NAMES[found]}'s (its opt has "
              f"{'smry_k' if found == 'camera' else 'word_dim'})")
-    return state
-
-
-def strip_ddp_prefix(state: dict[str, Any], source: str) -> dict[str, Any]:
-    """A state dict saved from a DDP-wrapped module (every key ``module.*``) without that prefix."""
-    if state and all(k.startswith("module.") for k in state):
-        logger.info("%s: stripped the DDP 'module.' prefix of %d keys", source, len(state))
-        return {k.removeprefix("module."): v for k, v in state.items()}
     return state
 
 
@@ -128,5 +120,4 @@ def has_bert_weights(state: dict[str, Any]) -> bool:
 
 
 __all__ = ["BEST_FILE", "CHECKPOINT_FILE", "ORIGINAL_KEYS", "checkpoint_options", "has_bert_weights",
-           "load_original_state_dict", "original_state_dict", "read_checkpoint", "save_checkpoint", "strip_ddp_prefix",
-           "variant_of"]
+           "load_original_state_dict", "original_state_dict", "read_checkpoint", "save_checkpoint", "variant_of"]

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from itr_common.checkpoint import load_state_dict_mapped
+from itr_common.checkpoint import load_state_dict_mapped, strip_module_prefix
 from itr_common.errors import fail, require_file
 from itr_common.text import Vocabulary, bert_config_from_json, find_bert_config, load_bert_model, load_vocab
 from itr_selfalign.camera import CameraModel
@@ -19,7 +19,6 @@ from itr_selfalign.checkpoints import (
     has_bert_weights,
     load_original_state_dict,
     read_checkpoint,
-    strip_ddp_prefix,
 )
 from itr_selfalign.vsrn import VsrnModel
 
@@ -85,7 +84,7 @@ def load_model(path: str | os.PathLike, variant: str, data_path: str | None = No
         opt.vocab_size = len(vocab)
         model = VsrnModel(opt)
         if "caption_model" in state:
-            load_state_dict_mapped(model.caption_model, strip_ddp_prefix(state["caption_model"], source),
+            load_state_dict_mapped(model.caption_model, strip_module_prefix(state["caption_model"]),
                                    source=f"{source} ['caption_model']")
         text = vocab
     load_original_state_dict(model, list(state["model"]), source)

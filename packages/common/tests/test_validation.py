@@ -136,3 +136,21 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text('learning_rate: 1e-4\nsteps: 3e5\nquoted: "1e-4"\nname: abc\n')
     assert load_config(path) == {"learning_rate": 1e-4, "steps": 3e5, "quoted": "1e-4", "name": "abc"}
+
+
+def test_require_writable_detects_a_full_filesystem(tmp_path):
+    """Issue 9: a full output location failed only after all the scoring; the probe writes a byte first."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with open(mount / "fill", "wb") as handle, pytest.raises(OSError):
+            handle.write(b"\0" * 65536)
+            handle.flush()
+        with pytest.raises(UserError, match=r"--output_dir .*: not writable \(.*No space left on device\)"):
+            require_writable(mount / "out", "--output_dir")
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)

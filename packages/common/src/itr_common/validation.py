@@ -234,8 +234,9 @@ def require_writable(path: str | os.PathLike, what: str, kind: str = "dir") -> P
     """Fail (naming ``what``) unless ``path`` can be created and written, checked by a real probe file.
 
     ``kind="dir"``: an output folder (existing, or creatable under its nearest existing ancestor);
-    ``kind="file"``: an output file (not a folder; its folder as for ``"dir"``). Nothing is left
-    behind: the probe file is removed and no folder is created.
+    ``kind="file"``: an output file (not a folder; its folder as for ``"dir"``). The probe writes and
+    fsyncs one byte, so a full filesystem fails here too. Nothing is left behind: the probe file is
+    removed and no folder is created.
     """
     target = Path(path)
     if kind == "file":
@@ -257,8 +258,12 @@ def require_writable(path: str | os.PathLike, what: str, kind: str = "dir") -> P
         fail(f"{what} {target}: cannot be created, {existing} is a file")
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        try:
+            os.write(fd, b"\0")  # one block: a full filesystem refuses it (ENOSPC) where an empty file passes
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     except OSError as err:
         reason = err.strerror or type(err).__name__
         fail(f"{what} {target}: not writable ({existing}: {reason})")

@@ -33,7 +33,7 @@ import torch
 
 from itr_common.models.uniter import UniterConfig, UniterForImageTextRetrieval
 from itr_lightningdot.data import _text_inputs, image_batch
-from itr_lightningdot.indexer import DenseFlatIndexer, DenseHNSWFlatIndexer, _faiss
+from itr_lightningdot.indexer import DenseFlatIndexer, DenseHNSWFlatIndexer, DenseIVFFlatIndexer, _faiss
 from itr_lightningdot.losses import biencoder_loss
 from itr_lightningdot.model import BertEncoder, BiEncoder, UniterEncoder
 
@@ -71,28 +71,6 @@ def queries_near(data: np.ndarray, q: int, seed: int = 1) -> np.ndarray:
     return (picks + 0.7 * rng.standard_normal(picks.shape, dtype=np.float32)).astype(np.float32)
 
 
-class IvfIndexer:
-    """faiss IndexIVFFlat, inner product: ``nlist = 4 sqrt(N)`` k-means lists trained on at most 100K vectors,
-    ``nprobe`` lists scanned per query (not in the original; a candidate for galleries of 1M and more)."""
-
-    def __init__(self, dim: int, n: int, args: argparse.Namespace) -> None:
-        faiss = _faiss()
-        self.nlist = max(1, min(int(4 * np.sqrt(n)), n // args.ivf_min_per_list))
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
-        self.nprobe = args.ivf_nprobe
-
-    def index_vectors(self, data: np.ndarray) -> None:
-        rng = np.random.default_rng(0)
-        sample = data[rng.choice(len(data), min(len(data), 100_000), replace=False)]
-        self.index.train(sample)
-        self.index.add(data)
-        self.index.nprobe = self.nprobe
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-
-
 def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     data = gallery(n, args.dim)
     queries = queries_near(data, args.queries)
@@ -118,7 +96,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     if args.hnsw_max is None or n <= args.hnsw_max:
         methods.append(("faiss_hnsw_ours", lambda: DenseHNSWFlatIndexer(args.dim, **OUR_HNSW)))
     if n >= 10 * args.ivf_min_per_list:
-        methods.append(("faiss_ivf_flat_ip", lambda: IvfIndexer(args.dim, n, args)))
+        methods.append(("faiss_ivf_flat_ip", lambda: DenseIVFFlatIndexer(args.dim, nprobe=args.ivf_nprobe)))
     if args.methods:
         methods = [(name, make) for name, make in methods if name in args.methods]
     faiss = _faiss()
@@ -254,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="largest gallery for the M=512 HNSW build (default 1000; 100000 with --full)")
     p.add_argument("--hnsw-max", type=int, default=None, help="largest gallery for our HNSW (default: all)")
     p.add_argument("--ivf-nprobe", type=int, default=32, help="IVF lists scanned per query")
-    p.add_argument("--ivf-min-per-list", type=int, default=39, help="IVF only when N >= 10x this; lists >= this")
+    p.add_argument("--ivf-min-per-list", type=int, default=39, help="IVF only for galleries of 10x this or more")
     p.add_argument("--methods", nargs="+", default=None, help="only these index methods (names as reported)")
     p.add_argument("--threads", type=int, default=0, help="faiss / torch threads (0: library default)")
     p.add_argument("--model", choices=sorted(SIZES), default="tiny")

@@ -73,3 +73,22 @@ def test_bad_vectors_and_queries_are_refused():
         index.search(vectors(1, d=4), 1)
     with pytest.raises(UserError, match="finite"):
         index.search(np.full((1, 16), np.nan, dtype=np.float32), 1)
+
+
+def test_ivf_index_finds_the_exact_neighbours_of_clustered_data_and_roundtrips(tmp_path: Path):
+    from itr_lightningdot.indexer import DenseIVFFlatIndexer
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 16)).astype(np.float32)
+    gallery = (centres[rng.integers(0, 20, 2000)] + 0.3 * rng.standard_normal((2000, 16))).astype(np.float32)
+    queries = gallery[:10] + 0.1
+    index = DenseIVFFlatIndexer(16, nprobe=8)
+    index.index_vectors(gallery, [f"g{i}" for i in range(2000)])
+    assert index.nlist == min(int(4 * np.sqrt(2000)), 2000 // 39)  # 4 sqrt(N), at least 39 vectors a list
+    scores, rows = index.search(queries, 10)
+    exact = np.argsort(-(queries @ gallery.T), axis=1)[:, :10]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact)]) >= 0.95
+    assert np.allclose(scores, np.take_along_axis(queries @ gallery.T, rows, 1), atol=1e-3)
+    index.serialize(tmp_path / "ivf")
+    loaded = DenseIndexer.deserialize(tmp_path / "ivf")
+    assert loaded.kind == "ivf" and loaded.nprobe == 8 and np.array_equal(loaded.search(queries, 10)[1], rows)

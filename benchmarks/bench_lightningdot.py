@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--hnsw-orig-max", type=int, default=None,
                    help="largest gallery for the M=512 HNSW build (default 1000; 100000 with --full)")
-    p.add_argument("--hnsw-max", type=int, default=None, help="largest gallery for our HNSW (default: all)")
+    p.add_argument("--hnsw-max", type=int, default=None, help="largest gallery for our HNSW (default 100000)")
     p.add_argument("--ivf-nprobe", type=int, default=32, help="IVF lists scanned per query")
     p.add_argument("--ivf-min-per-list", type=int, default=39, help="IVF only for galleries of 10x this or more")
     p.add_argument("--methods", nargs="+", default=None, help="only these index methods (names as reported)")
@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = args.sizes or ([1000, 25000, 100000, 1000000] if args.full else [1000, 25000])
     if args.hnsw_orig_max is None:
         args.hnsw_orig_max = 100000 if args.full else 1000
+    if args.hnsw_max is None:
+        args.hnsw_max = 100000  # an M=32 build over 1M vectors takes hours on a few cores
     if args.threads > 0:
         _faiss().omp_set_num_threads(args.threads)
         torch.set_num_threads(args.threads)

@@ -129,3 +129,12 @@ def test_console_scripts_exit_0_through_the_installed_entry_points(world: Path, 
                                                   "--model_config", str(world / "pretrained" / "uniter-tiny.json"),
                                                   "--output_dir", str(tmp_path / "repro")])
     assert "measured" in out.stdout
+
+
+def test_a_training_state_given_as_checkpoint_is_one_line(trained_run: Path, world: Path, tmp_path: Path):
+    """Issue 9: a checkpoint holding something else than a UNITER state dict gave a traceback."""
+    from itr_iais.inf_itm import main
+
+    out = tmp_path / "out"
+    check_usage_error(main, _inf_argv(world, trained_run / "ckpt" / "train_state_4.pt", out), "train_state_4.pt",
+                      "expected a state dict of tensors", untouched=[out])

@@ -28,7 +28,7 @@ from itr_common.errors import cli_entry, fail, require_dir, require_file
 from itr_common.fileio import result_set, write_json_atomic
 from itr_common.logging import get_logger, progress, setup_logging
 from itr_common.metrics import RetrievalResult
-from itr_common.models.uniter import img_dim_of, load_uniter_state_dict
+from itr_common.models.uniter import img_dim_of, load_uniter_state_dict, require_state_dict
 from itr_common.validation import check_options, check_same_size, check_value, number, require_writable
 from itr_iais.evaluate import evaluate_full, itm_eval, protocol_for, retrieval_result
 from itr_iais.model import UniterForImageTextRetrievalHardNeg, load_model_config
@@ -74,8 +74,8 @@ def load_model(opts: argparse.Namespace, device: torch.device, feature_dim: int 
     ``rank_output.weight``/``.bias``), so it always re-initialised the head; that only worked because
     its own checkpoints store ``itm_output`` row 1 equal to ``rank_output``. Here the test is on the keys.
     """
-    state = load_checkpoint(opts.checkpoint)
-    config = load_model_config(opts.model_config, state)
+    state = require_state_dict(load_checkpoint(opts.checkpoint), str(opts.checkpoint))
+    config = load_model_config(opts.model_config, state, feature_dim)
     if feature_dim is not None:
         check_same_size({f"--img_db {opts.img_db}": feature_dim, f"--checkpoint {opts.checkpoint} (img_dim)":
                          img_dim_of(strip_module_prefix(state)) or config.img_dim})

@@ -633,6 +633,17 @@ def rename_original_keys(state_dict: Mapping[str, Tensor], model_has_bert: bool 
     return renamed
 
 
+def require_state_dict(state: object, source: str = "checkpoint") -> Mapping[str, Tensor]:
+    """``state`` when it is a state dict (string keys, tensor values), else a one-line :class:`UserError`."""
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        found = type(state).__name__
+        if isinstance(state, Mapping):
+            bad = next(k for k, v in state.items() if not isinstance(v, Tensor))
+            found = f"a {found} with '{bad}': {type(state[bad]).__name__}"
+        raise UserError(f"{source}: expected a state dict of tensors, found {found}")
+    return state
+
+
 PRETRAINED_MISSING = {
     r"rank_output\.(weight|bias)": "a pre-trained UNITER has no ranking head (set from itm_output by init_output, "
                                     "as the original)",
@@ -661,8 +672,7 @@ def load_uniter_state_dict(
     """
     from itr_common.checkpoint import load_state_dict_mapped, strip_module_prefix
 
-    if not isinstance(state_dict, Mapping) or not all(isinstance(v, Tensor) for v in state_dict.values()):
-        raise UserError(f"{source}: expected a state dict of tensors, found {type(state_dict).__name__}")
+    require_state_dict(state_dict, source)
     state_dict = strip_module_prefix(state_dict, model)
     renamed = rename_original_keys(state_dict, model_has_bert=hasattr(model, "bert"))
     ignored = sorted(k for k in renamed if k.startswith(PRETRAIN_HEAD_PREFIXES))

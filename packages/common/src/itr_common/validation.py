@@ -224,7 +224,8 @@ def check_device(value: str | None, flag: str = "--device") -> None:
         if count == 0:
             fail(f"{flag}: expected cpu (no CUDA GPU is available here), found '{value}'")
         if device.index is not None and device.index >= count:
-            fail(f"{flag}: expected cuda:0 .. cuda:{count - 1} ({count} GPUs here), found '{value}'")
+            choices = "cuda:0" if count == 1 else f"cuda:0 .. cuda:{count - 1}"
+            fail(f"{flag}: expected {choices} ({count} GPU{'s' if count > 1 else ''} here), found '{value}'")
     elif device.type not in ("cpu", "mps", "meta"):
         fail(f"{flag}: expected cpu, cuda or cuda:N, found '{value}'")
 

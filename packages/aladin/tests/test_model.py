@@ -11,6 +11,7 @@ from itr_aladin.config import load_alad_config
 from itr_aladin.data import Tokens, collate_images, collate_text
 from itr_aladin.model import ALADModel
 from itr_aladin.oscar import ImageBertForSequenceClassification, OscarConfig, load_oscar_model
+from itr_common.errors import UserError
 from itr_common.synthetic.checkpoints import oscar_config_dict, oscar_state_dict_shapes
 from itr_common.text import load_bert_tokenizer
 
@@ -179,3 +180,45 @@ def test_auto_weights_are_parameters(world, tmp_path):
     assert loss.item() == pytest.approx(float(expected), rel=1e-5)
     loss.backward()
     assert model.losses_weights["alignment"].grad is not None
+
+
+def _tiny_oscar_dict(**extra) -> dict:
+    values = oscar_config_dict(40, 6, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    values.update(extra)
+    return values
+
+
+def test_config_without_use_img_layernorm_has_no_image_layer_norm():
+    # Oscar's BertImgModel: ``use_img_layernorm`` only when config.json has it (``hasattr``), else None
+    values = _tiny_oscar_dict()
+    del values["use_img_layernorm"]
+    model = ImageBertForSequenceClassification(OscarConfig.from_dict(values))
+    assert not hasattr(model.bert, "LayerNorm")
+    assert not any(k.startswith("bert.LayerNorm.") for k in model.state_dict())
+    model.eval()
+    feats = torch.randn(1, 3, 6)
+    ids = torch.tensor([[1, 2]])
+    with torch.no_grad():
+        seq, _ = model.bert(ids, None, torch.ones(1, 5, dtype=torch.long), feats)
+        again, _ = model.bert(ids, None, torch.ones(1, 5, dtype=torch.long), feats * 3.0)
+    # without the LayerNorm the region embedding is not scale invariant
+    assert not torch.allclose(seq[:, 2:], again[:, 2:], atol=1e-3)
+    assert any(k.startswith("bert.LayerNorm.") for k in
+               ImageBertForSequenceClassification(OscarConfig.from_dict(_tiny_oscar_dict())).state_dict())
+
+
+def test_mlp_classifier_of_the_config_is_built_with_its_keys():
+    model = ImageBertForSequenceClassification(OscarConfig.from_dict(_tiny_oscar_dict(classifier="mlp",
+                                                                                      cls_hidden_scale=3)))
+    keys = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("classifier.")}
+    assert keys == {"classifier.0.weight": (24, 8), "classifier.0.bias": (24,), "classifier.2.weight": (2, 24),
+                    "classifier.2.bias": (2,)}
+    model.eval()
+    ids, mask, feats = torch.tensor([[1, 2]]), torch.ones(1, 4, dtype=torch.long), torch.randn(1, 2, 6)
+    with torch.no_grad():
+        _, pooled = model.bert(ids, None, mask, feats)
+        c = model.classifier
+        expected = c[2](torch.relu(c[0](pooled)))
+        assert torch.allclose(model(ids, None, mask, feats), expected)
+    with pytest.raises(UserError, match="classifier"):
+        OscarConfig.from_dict(_tiny_oscar_dict(classifier="bilinear"))

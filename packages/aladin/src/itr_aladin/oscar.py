@@ -5,15 +5,17 @@
 
 - text: word + position + token type embeddings, LayerNorm, dropout (BERT's ``BertEmbeddings``);
 - regions: ``img_embedding`` Linear(img_feature_dim, H) -> ``LayerNorm`` (eps ``img_layer_norm_eps``, when
-  ``use_img_layernorm``) -> dropout; no position or token type embedding for regions;
+  config.json's ``use_img_layernorm`` is true; absent means none, as Oscar's ``hasattr`` test) -> dropout; no
+  position or token type embedding for regions;
 - the concatenation goes through the BERT encoder with the additive mask ``(1 - m) * -10000``;
   pooler ``tanh(dense(h[:, 0]))``.
 
 The blocks are itr_common's UNITER/BERT blocks (same maths, same key names): ``embeddings.*``,
 ``encoder.layer.{i}.*``, ``pooler.dense.*``, plus Oscar's ``img_embedding.*`` and ``LayerNorm.*``.
-``ImageBertForSequenceClassification`` adds ``classifier`` Linear(H, num_labels) on the dropped-out
-pooled output: the VinVL retrieval cross-encoder (ALADIN only uses its ``bert``; the bench scores every
-pair with the whole thing). A checkpoint directory holds ``config.json``, ``pytorch_model.bin``,
+``ImageBertForSequenceClassification`` adds ``classifier`` Linear(H, num_labels) (or, with config.json's
+``classifier: 'mlp'``, Linear(H, scale H) -> ReLU -> Linear(scale H, num_labels)) on the dropped-out pooled
+output: the VinVL retrieval cross-encoder (ALADIN only uses its ``bert``; the bench scores every pair with the
+whole thing). A checkpoint directory holds ``config.json``, ``pytorch_model.bin``,
 ``vocab.txt`` (and ``training_args.bin``, read by :mod:`itr_aladin.options`).
 """
 
@@ -90,6 +92,14 @@ class OscarConfig:
         if known["hidden_size"] % known["num_attention_heads"]:
             fail(f"{source}: hidden_size {known['hidden_size']} is not a multiple of num_attention_heads "
                  f"{known['num_attention_heads']}")
+        if "use_img_layernorm" not in values:  # Oscar: ``hasattr(config, 'use_img_layernorm')`` else None
+            known["use_img_layernorm"] = 0
+        classifier = values.get("classifier", "linear")
+        if classifier not in ("linear", "mlp"):
+            fail(f"{source}: classifier: expected 'linear' or 'mlp' (Oscar's two heads), found {classifier!r}")
+        scale = values.get("cls_hidden_scale", 2)
+        if classifier == "mlp" and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+            fail(f"{source}: cls_hidden_scale: expected a positive int, found {scale!r}")
         if known.get("img_feature_type", "frcnn") in CODE_FEATURE_TYPES:
             fail(f"{source}: img_feature_type '{known['img_feature_type']}' (discrete codes) is not supported; "
                  "expected region features (frcnn)")
@@ -177,8 +187,14 @@ class ImageBertForSequenceClassification(nn.Module):
         self.num_labels = config.num_labels
         self.bert = BertImgModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        init_bert_weights(self.classifier, config.initializer_range)
+        h = config.hidden_size
+        if config.extras.get("classifier") == "mlp":  # Oscar's ``classifier: 'mlp'`` (keys classifier.0 / .2)
+            wide = h * int(config.extras.get("cls_hidden_scale", 2))
+            self.classifier: nn.Module = nn.Sequential(nn.Linear(h, wide), nn.ReLU(),
+                                                       nn.Linear(wide, config.num_labels))
+        else:
+            self.classifier = nn.Linear(h, config.num_labels)
+        self.classifier.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     def forward(
         self, input_ids: Tensor, token_type_ids: Tensor | None = None, attention_mask: Tensor | None = None,

@@ -114,6 +114,14 @@ def test_yaml_unknown_key(world, tmp_path):
                       allow_notices=True)
 
 
+def test_embed_size_other_than_the_backbone_is_one_line_before_any_work(world, tmp_path):
+    # a full-size config (embed-size 768) on the tiny backbone (hidden 64): refused before --logger_name is made
+    run = tmp_path / "run"
+    argv = [*data_flags(world), "--config", str(config_path("alad-alignment-triplet", tiny=False)), "--logger_name",
+            str(run)]
+    check_usage_error(run_train_py, argv, "embed-size", "hidden size 64", untouched=[run])
+
+
 def test_checkpoint_dir_without_config_json(world_copy, tmp_path):
     (world_copy / "pretrained" / "checkpoint-0132780" / "config.json").unlink()
     _bad_train(world_copy, tmp_path / "run", "config.json")

@@ -88,6 +88,15 @@ def padding_mask(lengths: Tensor, size: int) -> Tensor:
     return torch.arange(size, device=lengths.device)[None, :] >= lengths[:, None]
 
 
+def check_embed_size(config: dict[str, Any], oscar_config: OscarConfig) -> int:
+    """``model.embed-size`` must be the backbone's hidden size (the matching head takes its outputs unprojected)."""
+    embed, hidden = config["model"]["embed-size"], oscar_config.hidden_size
+    if embed != hidden:
+        fail(f"config model.embed-size: expected the backbone's hidden size {hidden} (the matching head takes "
+             f"the backbone outputs unprojected), found {embed}")
+    return int(embed)
+
+
 def transformer_encoder(d_model: int, layers: int, dropout: float) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(d_model=d_model, nhead=HEADS, dim_feedforward=d_model, dropout=dropout,
                                        batch_first=True)
@@ -102,10 +111,7 @@ class JointTextImageTransformerEncoder(nn.Module):
         model_cfg = config["model"]
         self.oscar_model = ImageBertForSequenceClassification(oscar_config)
         hidden = oscar_config.hidden_size
-        embed = model_cfg["embed-size"]
-        if embed != hidden:
-            fail(f"config model.embed-size: expected the backbone's hidden size {hidden} (the matching head takes "
-                 f"the backbone outputs unprojected), found {embed}")
+        embed = check_embed_size(config, oscar_config)
         dropout = model_cfg["dropout"]
         self.freeze_teran = bool(model_cfg.get("freeze-teran", False))
         self.shared_transformer = bool(model_cfg["shared-transformer"])

@@ -32,7 +32,7 @@ import torch
 from itr_aladin.config import load_alad_config
 from itr_aladin.data import PairCollate, open_split, train_loader, worker_errors_as_one_line
 from itr_aladin.evaluation import encode_split, evaluate_heads, format_row, full_rsum
-from itr_aladin.model import ALADModel
+from itr_aladin.model import ALADModel, check_embed_size
 from itr_aladin.options import parse_train_args, restore_training_settings, use_checkpoint_feature_dim
 from itr_aladin.oscar import OscarConfig, check_vocab, load_oscar_weights
 from itr_common.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
@@ -114,6 +114,7 @@ class Trainer:
         args = restore_training_settings(args, notes)
         self.oscar_config = OscarConfig.from_dir(args.eval_model_dir)
         check_vocab(args.eval_model_dir, self.oscar_config)
+        check_embed_size(self.config, self.oscar_config)
         require_file(Path(args.eval_model_dir) / "pytorch_model.bin", "VinVL weights (pytorch_model.bin)")
         use_checkpoint_feature_dim(args, self.oscar_config, notes)
         for flag, path in (("--resume", args.resume), ("--load-teacher-model", args.load_teacher_model)):

@@ -122,6 +122,21 @@ def test_embed_size_other_than_the_backbone_is_one_line_before_any_work(world, t
     check_usage_error(run_train_py, argv, "embed-size", "hidden size 64", untouched=[run])
 
 
+def test_max_seq_length_beyond_the_position_table(world, trained, tmp_path):
+    run = tmp_path / "run"
+    _bad_train(world, run, "--max_seq_length", "max_position_embeddings", extra=["--max_seq_length", "600"])
+    check_usage_error(run_test_py, [*eval_argv(world, trained, tmp_path / "o" / "r.json"),
+                                    "--max_seq_length", "513"], "--max_seq_length", untouched=[tmp_path / "o"])
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint_before_any_work(world, tmp_path):
+    junk = tmp_path / "junk.pth.tar"
+    junk.write_bytes(b"not a checkpoint")
+    run = tmp_path / "run"
+    check_usage_error(run_train_py, train_argv(world, run, "alad-alignment-triplet", "--resume", str(junk)),
+                      "junk.pth.tar", untouched=[run])
+
+
 def test_checkpoint_dir_without_config_json(world_copy, tmp_path):
     (world_copy / "pretrained" / "checkpoint-0132780" / "config.json").unlink()
     _bad_train(world_copy, tmp_path / "run", "config.json")

@@ -45,3 +45,16 @@ def test_training_args_bin_is_read_without_running_code(world, tmp_path):
     args = build_train_parser().parse_args(["--eval_model_dir", str(ckpt)])
     with pytest.raises(UserError, match="refusing to unpickle .*Payload"):
         restore_training_settings(args)
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--device", "bogus"], "--device: expected cpu, cuda or cuda:N"),
+    (["--seed", "-1"], "--seed: expected an int >= 0"),
+])
+def test_device_and_seed_are_checked_before_any_work(flags, needle):
+    from itr_aladin.options import parse_test_args, parse_train_args
+
+    with pytest.raises(UserError, match=needle):
+        parse_train_args(["--config", "c.yaml", "--eval_model_dir", "d", *flags])
+    with pytest.raises(UserError, match=needle):
+        parse_test_args(["--load_checkpoint", "c.pth.tar", "--eval_model_dir", "d", *flags])

@@ -18,6 +18,7 @@ from typing import Any
 from itr_aladin.oscar import TRAINING_ARGS_NAME
 from itr_common.checkpoint import load_checkpoint
 from itr_common.errors import ArgumentParser, fail
+from itr_common.validation import check_device
 
 LOGGER = logging.getLogger(__name__)
 
@@ -120,6 +121,16 @@ def check_common(args: argparse.Namespace) -> None:
         fail(f"--att_mask_type: ALADIN's two separate passes use the 'CLR' mask, found '{args.att_mask_type}'")
     if not args.eval_model_dir:
         fail("--eval_model_dir: expected the VinVL coco_ir checkpoint directory (e.g. checkpoint-0132780), found none")
+    if args.seed < 0:
+        fail(f"--seed: expected an int >= 0 (numpy's seed range, as the original's set_seed), found {args.seed}")
+    check_device(args.device)
+
+
+def check_lengths(args: argparse.Namespace, config: Any) -> None:
+    """``--max_seq_length`` token positions must exist in the checkpoint's position table."""
+    if args.max_seq_length > config.max_position_embeddings:
+        fail(f"--max_seq_length: expected at most {config.max_position_embeddings} (max_position_embeddings of "
+             f"{args.eval_model_dir}/config.json), found {args.max_seq_length}")
 
 
 def read_training_args(checkpoint_dir: str | os.PathLike) -> argparse.Namespace | None:
@@ -185,5 +196,5 @@ def parse_test_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-__all__ = ["OVERRIDE_PARAMS", "build_test_parser", "build_train_parser", "parse_test_args", "parse_train_args",
-           "read_training_args", "restore_training_settings", "use_checkpoint_feature_dim"]
+__all__ = ["OVERRIDE_PARAMS", "build_test_parser", "build_train_parser", "check_lengths", "parse_test_args",
+           "parse_train_args", "read_training_args", "restore_training_settings", "use_checkpoint_feature_dim"]

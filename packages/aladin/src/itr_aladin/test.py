@@ -18,7 +18,6 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +26,7 @@ from itr_aladin.config import both_heads_config, validate_config
 from itr_aladin.data import open_split
 from itr_aladin.evaluation import PROTOCOL_LABELS, encode_split, evaluate_heads, format_row, protocols_for
 from itr_aladin.model import ALADModel
-from itr_aladin.options import parse_test_args, restore_training_settings, use_checkpoint_feature_dim
+from itr_aladin.options import check_lengths, parse_test_args, restore_training_settings, use_checkpoint_feature_dim
 from itr_aladin.oscar import OscarConfig, check_vocab
 from itr_aladin.train import read_aladin_checkpoint
 from itr_common.errors import cli_entry, fail
@@ -35,21 +34,10 @@ from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
+from itr_common.validation import require_writable
 
 logger = logging.getLogger("itr_aladin.test")
 LOSS_ONLY_PREFIXES = ("losses_weights.", "distillation_loss.")
-
-
-def check_out(path: str) -> Path:
-    out = Path(path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.parent / f".{out.name}.probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        fail(f"--out {out}: expected a writable location, found {err.strerror or err}")
-    return out
 
 
 def load_model(args: argparse.Namespace, device: torch.device | str = "cpu") -> tuple[ALADModel, dict[str, Any]]:
@@ -60,6 +48,7 @@ def load_model(args: argparse.Namespace, device: torch.device | str = "cpu") -> 
     config = both_heads_config(validate_config(state["config"], f"{args.load_checkpoint}: config"))
     oscar_config = OscarConfig.from_dir(args.eval_model_dir)
     check_vocab(args.eval_model_dir, oscar_config)
+    check_lengths(args, oscar_config)
     model = ALADModel(config, oscar_config)
     weights = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state["model"].items()}
     skipped = sorted(k for k in weights if k.startswith(LOSS_ONLY_PREFIXES))
@@ -81,7 +70,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, dict[str, RetrievalResult]]:
     use_checkpoint_feature_dim(args, model.img_txt_enc.oscar_model.config, notes)
     tokenizer = load_bert_tokenizer(args.eval_model_dir, do_lower_case=True)
     data = open_split(args, args.test_split, is_train=False)
-    out = check_out(args.out)
+    out = require_writable(args.out, "--out", kind="file")
     for note in notes:
         logger.warning("%s", note)
     t0 = time.time()

@@ -33,7 +33,12 @@ from itr_aladin.config import load_alad_config
 from itr_aladin.data import PairCollate, open_split, train_loader, worker_errors_as_one_line
 from itr_aladin.evaluation import encode_split, evaluate_heads, format_row, full_rsum
 from itr_aladin.model import ALADModel, check_embed_size
-from itr_aladin.options import parse_train_args, restore_training_settings, use_checkpoint_feature_dim
+from itr_aladin.options import (
+    check_lengths,
+    parse_train_args,
+    restore_training_settings,
+    use_checkpoint_feature_dim,
+)
 from itr_aladin.oscar import OscarConfig, check_vocab, load_oscar_weights
 from itr_common.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
 from itr_common.dist import DistInfo, barrier, init_distributed, shutdown, wrap_model
@@ -41,6 +46,7 @@ from itr_common.errors import UserError, cli_entry, fail, require_file
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
+from itr_common.validation import require_writable
 
 logger = logging.getLogger("itr_aladin.train")
 CHECKPOINT_FILE = "checkpoint.pth.tar"
@@ -57,19 +63,6 @@ class TrainResult:
     best_rsum: float = 0.0
     last_validation: dict[str, RetrievalResult] = field(default_factory=dict)
     checkpoint: Path | None = None
-
-
-def check_writable(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and check a file can be written in it (before any work)."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".aladin_write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        fail(f"--logger_name {path}: expected a writable folder, found {err.strerror or err}")
-    return path
 
 
 def read_aladin_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -115,16 +108,19 @@ class Trainer:
         self.oscar_config = OscarConfig.from_dir(args.eval_model_dir)
         check_vocab(args.eval_model_dir, self.oscar_config)
         check_embed_size(self.config, self.oscar_config)
+        check_lengths(args, self.oscar_config)
         require_file(Path(args.eval_model_dir) / "pytorch_model.bin", "VinVL weights (pytorch_model.bin)")
         use_checkpoint_feature_dim(args, self.oscar_config, notes)
+        self.loaded = None  # the --resume / --load-teacher-model checkpoint, read before any work
         for flag, path in (("--resume", args.resume), ("--load-teacher-model", args.load_teacher_model)):
             if path:
                 require_file(path, f"checkpoint ({flag})")
+                self.loaded = read_aladin_checkpoint(path, map_location="cpu")
         self.tokenizer = load_bert_tokenizer(args.eval_model_dir, do_lower_case=True)
         self.train_data = open_split(args, "train", is_train=True)
         self.val_data = open_split(args, "minival", is_train=True)
         if dist.is_main:
-            check_writable(args.logger_name)
+            require_writable(args.logger_name, "--logger_name")
         for note in notes:
             logger.warning("%s", note)
 
@@ -146,8 +142,9 @@ class Trainer:
         self.position = (0, 0)
         self.result = TrainResult()
         torch.manual_seed(args.seed + 1000 * dist.rank)  # the dropout stream of this process
-        if args.resume or args.load_teacher_model:
-            self.load(args.resume or args.load_teacher_model, resume=bool(args.resume))
+        if self.loaded is not None:
+            self.load(args.resume or args.load_teacher_model, resume=bool(args.resume), state=self.loaded)
+            self.loaded = None
 
     # ------------------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -175,9 +172,10 @@ class Trainer:
         if is_best:
             save_atomic(state, folder / BEST_FILE)
 
-    def load(self, path: str, resume: bool) -> None:
+    def load(self, path: str, resume: bool, state: dict[str, Any] | None = None) -> None:
         logger.info("=> loading checkpoint '%s'", path)
-        state = read_aladin_checkpoint(path, map_location=self.device)
+        if state is None:
+            state = read_aladin_checkpoint(path, map_location="cpu")
         self.model.load_aladin_state_dict(state["model"], strict=resume, source=str(path))
         if not resume:
             logger.info("=> loaded only model from checkpoint '%s'", path)

@@ -1,12 +1,27 @@
-"""Pieces of the SCAN-family training loops (DIME, SelfAlign): step decay, deferred signals, option dump."""
+"""The SCAN-family training loops (DIME, SelfAlign): step decay, deferred signals, option dump, and
+:class:`ScanTrainer`, the mechanics both trainers share (resume, save, save on a signal, the epoch loop,
+dev validation and best-model bookkeeping)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from itr_common.amp import Amp, AmpConfig
+from itr_common.checkpoint import SaveOnSignal, capture_rng_state, restore_rng_state
+from itr_common.dist import DistInfo, barrier, wrap_model
+from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger
+from itr_common.metrics import RetrievalResult
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -44,4 +59,186 @@ def format_options(opt: argparse.Namespace) -> str:
     return "\n".join(["----- options -----", *rows, "-" * 19])
 
 
-__all__ = ["DEFERRED_SIGNALS", "format_options", "signals_deferred", "step_decay_lr"]
+@dataclass
+class TrainResult:
+    """What a run did: per-iteration total losses of this process, the last dev result, the best dev score."""
+
+    losses: list[float] = field(default_factory=list)
+    eiters: int = 0
+    best_rsum: float = 0.0
+    last_validation: RetrievalResult | None = None
+    checkpoint: Path | None = None
+
+
+class ScanTrainer:
+    """One training run on this process (part of a torchrun world or alone), as the SCAN-family originals do it.
+
+    Every epoch: ``lr = learning_rate * gamma ** (epoch // lr_update)``, one pass over the train loader (each step
+    with SIGINT/SIGTERM deferred), dev validation every ``val_step`` iterations and at the end of the epoch, each
+    validation saving the checkpoint (and the best one) on rank 0. ``position`` (epoch, batches done in it) is where
+    a resumed run continues. A subclass builds ``model``, data (``loader``, ``sampler``, ``batch_sampler``,
+    ``dev_split``) and calls :meth:`setup_optimisation`; it provides :meth:`state`, :meth:`load_model_state`,
+    :meth:`step`, :meth:`loss_meters`, :meth:`evaluate_dev` and the checkpoint writer ``save_checkpoint``.
+    All the configuration comes from ``opt``: ``seed``, ``learning_rate``, ``lr_update``, ``num_epochs``,
+    ``log_step``, ``val_step``, ``fp16``, ``logger_name``.
+    """
+
+    log: logging.Logger = logging.getLogger(__name__)
+    checkpoint_file: str = "checkpoint.pth.tar"
+    gamma: float = 0.1
+    save_checkpoint: Callable[[dict, bool, str], Path]  # a subclass sets staticmethod(<its writer>)
+
+    def __init__(self, opt: argparse.Namespace, dist: DistInfo) -> None:
+        self.opt, self.dist, self.device = opt, dist, dist.device
+        self.eiters, self.best_rsum, self.best_r1 = 0, 0.0, 0.0
+        self.start_epoch = self.start_batch = 0
+        self.position = (0, 0)  # (epoch, batches done in it): where a resumed run continues
+        self.result = TrainResult()
+
+    def setup_optimisation(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """DDP wrapper, per-rank dropout seed, Adam over ``params``, AMP and the TensorBoard logger."""
+        opt, dist = self.opt, self.dist
+        self.ddp = wrap_model(self.model, find_unused_parameters=True)
+        torch.manual_seed(opt.seed + 1000 * dist.rank)  # dropout streams differ between processes
+        self.optimizer = torch.optim.Adam(params, lr=opt.learning_rate)
+        self.amp = Amp(AmpConfig.from_original(fp16=opt.fp16, device=self.device))
+        self.tb = TensorBoardLogger(opt.logger_name, flush_secs=5, enabled=dist.is_main)
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def state(self, epoch: int, batch: int) -> dict:
+        """The checkpoint dict for a run that has done ``batch`` batches of ``epoch``."""
+        raise NotImplementedError
+
+    def progress_state(self, epoch: int, batch: int) -> dict[str, Any]:
+        """The optimizer, AMP, RNG and position entries every checkpoint ends with."""
+        return {"optimizer": self.optimizer.state_dict(), "amp": self.amp.state_dict(), "rng": capture_rng_state(),
+                "resume": {"epoch": epoch, "batch": batch}}
+
+    def save(self, is_best: bool) -> None:
+        if self.dist.is_main:
+            self.result.checkpoint = self.save_checkpoint(self.state(*self.position), is_best, self.opt.logger_name)
+
+    def save_on_signal(self) -> None:
+        self.log.warning("signal received: saving %s/%s at epoch %d, batch %d", self.opt.logger_name,
+                         self.checkpoint_file, *self.position)
+        self.save(is_best=False)
+
+    def load_model_state(self, state: dict, path: str) -> None:
+        """Load the model part of the checkpoint ``state`` read from ``path``."""
+        raise NotImplementedError
+
+    def resume(self, path: str, state: dict) -> None:
+        """Continue from the checkpoint ``state`` read from ``path``: model, counters, optimizer, AMP, RNG."""
+        self.log.info("=> loading checkpoint '%s'", path)
+        self.load_model_state(state, path)
+        self.eiters = int(state.get("Eiters", 0))
+        self.best_rsum = float(state.get("best_rsum", 0.0))
+        self.best_r1 = float(state.get("best_r1", 0.0))
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "amp" in state:
+            self.amp.load_state_dict(state["amp"])
+        if "resume" in state:
+            self.start_epoch, self.start_batch = int(state["resume"]["epoch"]), int(state["resume"]["batch"])
+        else:  # an original checkpoint: its 'epoch' counts the epochs begun
+            self.start_epoch, self.start_batch = int(state.get("epoch", 0)), 0
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+            if self.dist.rank:
+                torch.manual_seed(self.opt.seed + 1000 * self.dist.rank + self.eiters)
+        self.position = (self.start_epoch, self.start_batch)
+        self.log.info("=> loaded checkpoint '%s' (epoch %d, batch %d, best_rsum %.2f)", path, self.start_epoch,
+                      self.start_batch, self.best_rsum)
+
+    # -------------------------------------------------------------------------------------- training
+    def step(self, batch: Any, epoch: int) -> Any:
+        """One optimisation step on ``batch``; returns the losses (with a ``total`` tensor)."""
+        raise NotImplementedError
+
+    def loss_meters(self, losses: Any, batch: Any) -> Iterable[tuple[str, float, int]]:
+        """``(name, value, count)`` for each loss meter of a step."""
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def learning_rate_at(self, epoch: int) -> float:
+        return step_decay_lr(self.opt.learning_rate, epoch, self.opt.lr_update, self.gamma)
+
+    def train_epoch(self, epoch: int, skip: int) -> None:
+        opt = self.opt
+        self.set_epoch(epoch)
+        self.batch_sampler.skip(skip)
+        meters = LogCollector()
+        batch_time, data_time = AverageMeter(), AverageMeter()
+        n_batches = len(self.batch_sampler)
+        end = time.time()
+        for i, batch in enumerate(self.loader, start=skip):
+            data_time.update(time.time() - end, 1)
+            with signals_deferred():
+                losses = self.step(batch, epoch)
+                self.position = (epoch, i + 1)
+            meters.update("Eit", self.eiters)
+            meters.update("lr", self.optimizer.param_groups[0]["lr"])
+            for name, value, n in self.loss_meters(losses, batch):
+                meters.update(name, value, n)
+            self.result.losses.append(float(losses.total.detach()))
+            batch_time.update(time.time() - end, 1)
+            end = time.time()
+            if self.eiters % opt.log_step == 0:
+                self.log.info("Epoch: [%d][%d/%d]\t%s\tTime %.3f (%.3f)\tData %.3f (%.3f)", epoch, i, n_batches,
+                              meters, batch_time.val, batch_time.avg, data_time.val, data_time.avg)
+            for name, value in (("epoch", epoch), ("step", i), ("batch_time", batch_time.val),
+                                ("data_time", data_time.val)):
+                self.tb.log_value(name, value, step=self.eiters)
+            meters.tb_log(self.tb, step=self.eiters)
+            if self.eiters % opt.val_step == 0:
+                self.validate_and_save()
+
+    def evaluate_dev(self) -> RetrievalResult:
+        """Encode ``dev`` (logging ``encode_data elapses``) and score it."""
+        raise NotImplementedError
+
+    def validate(self) -> tuple[float, float]:
+        """Dev recalls (rank 0); returns ``(r1 + r5 + r1i + r5i, r1)``."""
+        result = self.evaluate_dev()
+        self.result.last_validation = result
+        (r1, r5, r10, medr, meanr), (r1i, r5i, r10i, medri, meanri) = result.i2t, result.t2i
+        self.log.info("Image to text: %.1f, %.1f, %.1f, %.1f, %.1f", r1, r5, r10, medr, meanr)
+        self.log.info("Text to image: %.1f, %.1f, %.1f, %.1f, %.1f", r1i, r5i, r10i, medri, meanri)
+        score = result.selection_rsum
+        for name, value in (("r1", r1), ("r5", r5), ("r10", r10), ("medr", medr), ("meanr", meanr), ("r1i", r1i),
+                            ("r5i", r5i), ("r10i", r10i), ("medri", medri), ("meanri", meanri), ("rsum", score)):
+            self.tb.log_value(name, value, step=self.eiters)
+        return score, r1
+
+    def validate_and_save(self) -> None:
+        if self.dist.is_main:
+            rsum, r1 = self.validate()
+            is_best = rsum > self.best_rsum
+            self.best_rsum = max(rsum, self.best_rsum)
+            self.best_r1 = max(r1, self.best_r1)
+            self.save(is_best)
+        barrier()
+
+    def fit(self) -> TrainResult:
+        opt = self.opt
+        if self.dist.is_main:
+            self.log.info("%s", format_options(opt))
+        with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS):
+            for epoch in range(self.start_epoch, opt.num_epochs):
+                lr = self.learning_rate_at(epoch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                skip = self.start_batch if epoch == self.start_epoch else 0
+                self.position = (epoch, skip)
+                self.train_epoch(epoch, skip)
+                self.position = (epoch + 1, 0)
+                self.validate_and_save()
+        self.tb.close()
+        self.result.eiters, self.result.best_rsum = self.eiters, self.best_rsum
+        return self.result
+
+
+__all__ = ["DEFERRED_SIGNALS", "ScanTrainer", "TrainResult", "format_options", "signals_deferred",
+           "step_decay_lr"]

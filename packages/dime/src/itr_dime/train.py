@@ -17,20 +17,16 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from itr_common.amp import Amp, AmpConfig
-from itr_common.checkpoint import SaveOnSignal, capture_rng_state, restore_rng_state
 from itr_common.data.precomp import PrecompSplit
-from itr_common.dist import DistInfo, barrier, init_distributed, shutdown, wrap_model
+from itr_common.dist import DistInfo, init_distributed, shutdown
 from itr_common.errors import cli_entry, fail, require_dir, require_file
-from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
+from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
-from itr_common.training import DEFERRED_SIGNALS, format_options, signals_deferred, step_decay_lr
+from itr_common.training import ScanTrainer, TrainResult
 from itr_common.validation import check_same_size, require_writable
 from itr_dime.checkpoints import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
 from itr_dime.data import Batch, DimeCaptionDataset, train_loader
@@ -41,29 +37,17 @@ from itr_dime.options import parse_train_args
 
 logger = logging.getLogger("itr_dime.train")
 
-@dataclass
-class TrainResult:
-    """What a run did: per-iteration losses of this process, the last dev result, the best score."""
+__all__ = ["Trainer", "TrainResult", "main", "run", "train"]
 
-    losses: list[float] = field(default_factory=list)
-    eiters: int = 0
-    best_rsum: float = 0.0
-    last_validation: RetrievalResult | None = None
-    checkpoint: Path | None = None
-
-
-def learning_rate_at(opt: argparse.Namespace, epoch: int) -> float:
-    """The original step decay: ``learning_rate * 0.1 ** (epoch // lr_update)``."""
-    return step_decay_lr(opt.learning_rate, epoch, opt.lr_update)
-
-
-class Trainer:
+class Trainer(ScanTrainer):
     """One training run of :class:`DIME` on this process (part of a torchrun world or alone)."""
 
+    log = logger
+    checkpoint_file = CHECKPOINT_FILE
+    save_checkpoint = staticmethod(save_checkpoint)
+
     def __init__(self, opt: argparse.Namespace, dist: DistInfo) -> None:
-        self.opt = opt
-        self.dist = dist
-        self.device = dist.device
+        super().__init__(opt, dist)
         require_dir(opt.bert_path, "BERT directory (--bert_path)")
         if opt.resume:
             require_file(opt.resume, "checkpoint (--resume)")
@@ -86,19 +70,7 @@ class Trainer:
         )
 
         self.model = DIME(opt).to(self.device)
-        self.ddp = wrap_model(self.model, find_unused_parameters=True)
-        torch.manual_seed(opt.seed + 1000 * dist.rank)  # dropout streams differ between processes
-        self.optimizer = torch.optim.Adam(self.model.trainable_parameters(), lr=opt.learning_rate)
-        self.amp = Amp(AmpConfig.from_original(fp16=opt.fp16, device=self.device))
-        self.tb = TensorBoardLogger(opt.logger_name, flush_secs=5, enabled=dist.is_main)
-
-        self.eiters = 0
-        self.best_rsum = 0.0
-        self.best_r1 = 0.0
-        self.start_epoch = 0
-        self.start_batch = 0
-        self.position = (0, 0)  # (epoch, batches done in it): where a resumed run continues
-        self.result = TrainResult()
+        self.setup_optimisation(self.model.trainable_parameters())
         if opt.resume:
             self.resume(opt.resume)
 
@@ -115,47 +87,17 @@ class Trainer:
             "best_r1": self.best_r1,
             "opt": self.opt,
             "Eiters": self.eiters,
-            "optimizer": self.optimizer.state_dict(),
-            "amp": self.amp.state_dict(),
-            "rng": capture_rng_state(),
-            "resume": {"epoch": epoch, "batch": batch},
+            **self.progress_state(epoch, batch),
         }
 
-    def save(self, is_best: bool) -> None:
-        if self.dist.is_main:
-            epoch, batch = self.position
-            self.result.checkpoint = save_checkpoint(self.state(epoch, batch), is_best, self.opt.logger_name)
+    def resume(self, path: str, state: dict | None = None) -> None:
+        super().resume(path, read_checkpoint(path, map_location=self.device) if state is None else state)
 
-    def save_on_signal(self) -> None:
-        logger.warning("signal received: saving %s/%s at epoch %d, batch %d", self.opt.logger_name, CHECKPOINT_FILE,
-                       *self.position)
-        self.save(is_best=False)
-
-    def resume(self, path: str) -> None:
-        logger.info("=> loading checkpoint '%s'", path)
-        state = read_checkpoint(path, map_location=self.device)
+    def load_model_state(self, state: dict, path: str) -> None:
         self.model.load_original_state_dict(state["model"], source=path)
-        self.eiters = int(state.get("Eiters", 0))
-        self.best_rsum = float(state.get("best_rsum", 0.0))
-        self.best_r1 = float(state.get("best_r1", 0.0))
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if "amp" in state:
-            self.amp.load_state_dict(state["amp"])
-        if "resume" in state:
-            self.start_epoch, self.start_batch = int(state["resume"]["epoch"]), int(state["resume"]["batch"])
-        else:  # an original checkpoint: its 'epoch' counts the epochs begun
-            self.start_epoch, self.start_batch = int(state.get("epoch", 0)), 0
-        if "rng" in state:
-            restore_rng_state(state["rng"])
-            if self.dist.rank:
-                torch.manual_seed(self.opt.seed + 1000 * self.dist.rank + self.eiters)
-        self.position = (self.start_epoch, self.start_batch)
-        logger.info("=> loaded checkpoint '%s' (epoch %d, batch %d, best_rsum %.2f)", path, self.start_epoch,
-                    self.start_batch, self.best_rsum)
 
     # -------------------------------------------------------------------------------------- training
-    def step(self, batch: Batch) -> DimeLoss:
+    def step(self, batch: Batch, epoch: int = 0) -> DimeLoss:
         """One optimisation step on ``batch``."""
         self.ddp.train()
         batch = batch.to(self.device)
@@ -171,85 +113,23 @@ class Trainer:
         self.eiters += 1
         return losses
 
-    def train_epoch(self, epoch: int, skip: int) -> None:
-        opt = self.opt
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
         self.train_set.set_epoch(epoch)
-        self.batch_sampler.skip(skip)
-        meters = LogCollector()
-        batch_time, data_time = AverageMeter(), AverageMeter()
-        n_batches = len(self.batch_sampler)
-        end = time.time()
-        for i, batch in enumerate(self.loader, start=skip):
-            data_time.update(time.time() - end, 1)
-            with signals_deferred():
-                losses = self.step(batch)
-                self.position = (epoch, i + 1)
-            n_img = batch.images.shape[0]
-            meters.update("Eit", self.eiters)
-            meters.update("lr", self.optimizer.param_groups[0]["lr"])
-            meters.update("Rank", losses.rank.item(), n_img)
-            meters.update("Path", losses.path.item(), n_img)
-            meters.update("Le", losses.total.item(), n_img)
-            self.result.losses.append(losses.total.item())
-            batch_time.update(time.time() - end, 1)
-            end = time.time()
-            if self.eiters % opt.log_step == 0:
-                logger.info("Epoch: [%d][%d/%d]\t%s\tTime %.3f (%.3f)\tData %.3f (%.3f)", epoch, i, n_batches, meters,
-                            batch_time.val, batch_time.avg, data_time.val, data_time.avg)
-            for name, value in (("epoch", epoch), ("step", i), ("batch_time", batch_time.val),
-                                ("data_time", data_time.val)):
-                self.tb.log_value(name, value, step=self.eiters)
-            meters.tb_log(self.tb, step=self.eiters)
-            if self.eiters % opt.val_step == 0:
-                self.validate_and_save()
 
-    def validate(self) -> tuple[float, float]:
-        """Dev recalls (rank 0); returns ``(r1 + r5 + r1i + r5i, r1)``."""
+    def loss_meters(self, losses: DimeLoss, batch: Batch) -> list[tuple[str, float, int]]:
+        n_img = batch.images.shape[0]
+        return [("Rank", losses.rank.item(), n_img), ("Path", losses.path.item(), n_img),
+                ("Le", losses.total.item(), n_img)]
+
+    def evaluate_dev(self) -> RetrievalResult:
         t0 = time.time()
         enc = encode_split(self.model, self.dev_split, self.tokenizer, self.opt.max_words, self.opt.batch_size,
                            0, self.device, self.opt.fp16)
         logger.info("encode_data elapses: %.2fs", time.time() - t0)
         shard = self.opt.shard_size or 2 * self.opt.batch_size
         result, _ = evaluate_encoded([self.model], [enc], FLICKR_PROTOCOL, shard, self.device, self.opt.fp16)
-        self.result.last_validation = result
-        (r1, r5, r10, medr, meanr), (r1i, r5i, r10i, medri, meanri) = result.i2t, result.t2i
-        logger.info("Image to text: %.1f, %.1f, %.1f, %.1f, %.1f", r1, r5, r10, medr, meanr)
-        logger.info("Text to image: %.1f, %.1f, %.1f, %.1f, %.1f", r1i, r5i, r10i, medri, meanri)
-        currscore = result.selection_rsum
-        for name, value in (("r1", r1), ("r5", r5), ("r10", r10), ("medr", medr), ("meanr", meanr), ("r1i", r1i),
-                            ("r5i", r5i), ("r10i", r10i), ("medri", medri), ("meanri", meanri),
-                            ("rsum", currscore)):
-            self.tb.log_value(name, value, step=self.eiters)
-        return currscore, r1
-
-    def validate_and_save(self) -> None:
-        if self.dist.is_main:
-            rsum, r1 = self.validate()
-            is_best = rsum > self.best_rsum
-            self.best_rsum = max(rsum, self.best_rsum)
-            self.best_r1 = max(r1, self.best_r1)
-            self.save(is_best)
-        barrier()
-
-    def fit(self) -> TrainResult:
-        opt = self.opt
-        if self.dist.is_main:
-            logger.info("%s", format_options(opt))
-        with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS):
-            for epoch in range(self.start_epoch, opt.num_epochs):
-                lr = learning_rate_at(opt, epoch)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                skip = self.start_batch if epoch == self.start_epoch else 0
-                self.position = (epoch, skip)
-                self.train_epoch(epoch, skip)
-                self.position = (epoch + 1, 0)
-                self.validate_and_save()
-        self.tb.close()
-        self.result.eiters = self.eiters
-        self.result.best_rsum = self.best_rsum
-        return self.result
+        return result
 
 
 def run(opt: argparse.Namespace) -> TrainResult:

@@ -23,20 +23,17 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from itr_common.amp import Amp, AmpConfig
-from itr_common.checkpoint import SaveOnSignal, capture_rng_state, load_state_dict_mapped, restore_rng_state
+from itr_common.checkpoint import load_state_dict_mapped
 from itr_common.data.precomp import PrecompSplit
-from itr_common.dist import DistInfo, barrier, init_distributed, shutdown, wrap_model
+from itr_common.dist import DistInfo, init_distributed, shutdown
 from itr_common.errors import cli_entry, fail, require_dir, require_file
-from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
+from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
-from itr_common.training import DEFERRED_SIGNALS, format_options, signals_deferred, step_decay_lr
+from itr_common.training import ScanTrainer, TrainResult
 from itr_common.validation import check_device, require_writable
 from itr_selfalign.checkpoints import (
     CHECKPOINT_FILE,
@@ -54,23 +51,19 @@ from itr_selfalign.options import parse_train_args
 
 logger = logging.getLogger("itr_selfalign.train")
 
-
-@dataclass
-class TrainResult:
-    """Per-iteration total losses of this process, the last dev result, the best dev score."""
-
-    losses: list[float] = field(default_factory=list)
-    eiters: int = 0
-    best_rsum: float = 0.0
-    last_validation: RetrievalResult | None = None
-    checkpoint: Path | None = None
+__all__ = ["Trainer", "TrainResult", "main_camera", "main_vsrn", "run"]
 
 
-class Trainer:
+class Trainer(ScanTrainer):
     """One training run of a variant on this process (part of a torchrun world or alone)."""
 
+    log = logger
+    checkpoint_file = CHECKPOINT_FILE
+    save_checkpoint = staticmethod(save_checkpoint)
+
     def __init__(self, variant: str, opt: argparse.Namespace, dist: DistInfo) -> None:
-        self.variant, self.opt, self.dist, self.device = variant, opt, dist, dist.device
+        super().__init__(opt, dist)
+        self.variant = variant
         camera = variant == "camera"
         if opt.resume:
             require_file(opt.resume, "checkpoint (--resume)")
@@ -107,17 +100,9 @@ class Trainer:
         if not camera:
             opt.iters_per_epoch = len(self.batch_sampler)
         self.model = build_model(variant, opt).to(self.device)
-        self.ddp = wrap_model(self.model, find_unused_parameters=True)
-        torch.manual_seed(opt.seed + 1000 * dist.rank)
         self.params = self.model.trainable_parameters()
-        self.optimizer = torch.optim.Adam(self.params, lr=opt.learning_rate)
-        self.amp = Amp(AmpConfig.from_original(fp16=opt.fp16, device=self.device))
-        self.tb = TensorBoardLogger(opt.logger_name, flush_secs=5, enabled=dist.is_main)
+        self.setup_optimisation(self.params)
         self.gamma = opt.lr_decay_gamma if camera else 0.1
-        self.eiters, self.best_rsum, self.best_r1 = 0, 0.0, 0.0
-        self.start_epoch = self.start_batch = 0
-        self.position = (0, 0)
-        self.result = TrainResult()
         if resume_state is not None:
             self.resume(opt.resume, resume_state)
 
@@ -130,45 +115,16 @@ class Trainer:
         state.update(opt=self.opt, Eiters=self.eiters)
         if self.variant == "vsrn":
             state["caption_model"] = self.model.caption_model.state_dict()
-        state.update(optimizer=self.optimizer.state_dict(), amp=self.amp.state_dict(), rng=capture_rng_state(),
-                     resume={"epoch": epoch, "batch": batch})
+        state.update(self.progress_state(epoch, batch))
         return state
 
-    def save(self, is_best: bool) -> None:
-        if self.dist.is_main:
-            self.result.checkpoint = save_checkpoint(self.state(*self.position), is_best, self.opt.logger_name)
-
-    def save_on_signal(self) -> None:
-        logger.warning("signal received: saving %s/%s at epoch %d, batch %d", self.opt.logger_name, CHECKPOINT_FILE,
-                       *self.position)
-        self.save(is_best=False)
-
-    def resume(self, path: str, state: dict) -> None:
-        logger.info("=> loading checkpoint '%s'", path)
+    def load_model_state(self, state: dict, path: str) -> None:
         load_original_state_dict(self.model, list(state["model"]), path)
         if "caption_model" in state:
             load_state_dict_mapped(self.model.caption_model, state["caption_model"], source=f"{path} ['caption_model']")
         elif self.variant == "vsrn":
             logger.warning("%s: no 'caption_model' (an original VSRN checkpoint): the caption decoder starts afresh",
                            path)
-        self.eiters = int(state.get("Eiters", 0))
-        self.best_rsum = float(state.get("best_rsum", 0.0))
-        self.best_r1 = float(state.get("best_r1", 0.0))
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if "amp" in state:
-            self.amp.load_state_dict(state["amp"])
-        if "resume" in state:
-            self.start_epoch, self.start_batch = int(state["resume"]["epoch"]), int(state["resume"]["batch"])
-        else:  # an original checkpoint: its 'epoch' counts the epochs begun
-            self.start_epoch, self.start_batch = int(state.get("epoch", 0)), 0
-        if "rng" in state:
-            restore_rng_state(state["rng"])
-            if self.dist.rank:
-                torch.manual_seed(self.opt.seed + 1000 * self.dist.rank + self.eiters)
-        self.position = (self.start_epoch, self.start_batch)
-        logger.info("=> loaded checkpoint '%s' (epoch %d, batch %d, best_rsum %.2f)", path, self.start_epoch,
-                    self.start_batch, self.best_rsum)
 
     # -------------------------------------------------------------------------------------- training
     def step(self, batch, epoch: int) -> Losses:
@@ -192,76 +148,14 @@ class Trainer:
         self.eiters += 1
         return losses
 
-    def train_epoch(self, epoch: int, skip: int) -> None:
-        opt = self.opt
-        self.sampler.set_epoch(epoch)
-        self.batch_sampler.skip(skip)
-        meters = LogCollector()
-        batch_time, data_time = AverageMeter(), AverageMeter()
-        n_batches = len(self.batch_sampler)
-        end = time.time()
-        for i, batch in enumerate(self.loader, start=skip):
-            data_time.update(time.time() - end, 1)
-            with signals_deferred():
-                losses = self.step(batch, epoch)
-                self.position = (epoch, i + 1)
-            meters.update("Eit", self.eiters)
-            meters.update("lr", self.optimizer.param_groups[0]["lr"])
-            for name, value in losses.items().items():
-                meters.update(name, value, len(batch))
-            self.result.losses.append(float(losses.total.detach()))
-            batch_time.update(time.time() - end, 1)
-            end = time.time()
-            if self.eiters % opt.log_step == 0:
-                logger.info("Epoch: [%d][%d/%d]\t%s\tTime %.3f (%.3f)\tData %.3f (%.3f)", epoch, i, n_batches, meters,
-                            batch_time.val, batch_time.avg, data_time.val, data_time.avg)
-            for name, value in (("epoch", epoch), ("step", i), ("batch_time", batch_time.val),
-                                ("data_time", data_time.val)):
-                self.tb.log_value(name, value, step=self.eiters)
-            meters.tb_log(self.tb, step=self.eiters)
-            if self.eiters % opt.val_step == 0:
-                self.validate_and_save()
+    def loss_meters(self, losses: Losses, batch) -> list[tuple[str, float, int]]:
+        return [(name, value, len(batch)) for name, value in losses.items().items()]
 
-    def validate(self) -> tuple[float, float]:
+    def evaluate_dev(self) -> RetrievalResult:
         t0 = time.time()
         enc = encode_split(self.model, self.dev_split, self.dev_set, self.opt.batch_size, self.device, self.opt.fp16)
         logger.info("encode_data elapses: %.2fs", time.time() - t0)
-        result = evaluate_encoded(enc, FLICKR_PROTOCOL, chunk=self.opt.eval_chunk or None, device=self.device)
-        self.result.last_validation = result
-        (r1, r5, r10, medr, meanr), (r1i, r5i, r10i, medri, meanri) = result.i2t, result.t2i
-        logger.info("Image to text: %.1f, %.1f, %.1f, %.1f, %.1f", r1, r5, r10, medr, meanr)
-        logger.info("Text to image: %.1f, %.1f, %.1f, %.1f, %.1f", r1i, r5i, r10i, medri, meanri)
-        score = result.selection_rsum
-        for name, value in (("r1", r1), ("r5", r5), ("r10", r10), ("medr", medr), ("meanr", meanr), ("r1i", r1i),
-                            ("r5i", r5i), ("r10i", r10i), ("medri", medri), ("meanri", meanri), ("rsum", score)):
-            self.tb.log_value(name, value, step=self.eiters)
-        return score, r1
-
-    def validate_and_save(self) -> None:
-        if self.dist.is_main:
-            rsum, r1 = self.validate()
-            is_best = rsum > self.best_rsum
-            self.best_rsum = max(rsum, self.best_rsum)
-            self.best_r1 = max(r1, self.best_r1)
-            self.save(is_best)
-        barrier()
-
-    def fit(self) -> TrainResult:
-        opt = self.opt
-        if self.dist.is_main:
-            logger.info("%s", format_options(opt))
-        with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS):
-            for epoch in range(self.start_epoch, opt.num_epochs):
-                for group in self.optimizer.param_groups:
-                    group["lr"] = step_decay_lr(opt.learning_rate, epoch, opt.lr_update, self.gamma)
-                skip = self.start_batch if epoch == self.start_epoch else 0
-                self.position = (epoch, skip)
-                self.train_epoch(epoch, skip)
-                self.position = (epoch + 1, 0)
-                self.validate_and_save()
-        self.tb.close()
-        self.result.eiters, self.result.best_rsum = self.eiters, self.best_rsum
-        return self.result
+        return evaluate_encoded(enc, FLICKR_PROTOCOL, chunk=self.opt.eval_chunk or None, device=self.device)
 
 
 def run(variant: str, opt: argparse.Namespace) -> TrainResult:

@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYPROJS := $(wildcard packages/*/pyproject.toml)
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install test test-fast lint demo bench reproduce clean
 
 install: $(STAMP)
 
@@ -33,5 +33,9 @@ demo: install
 bench: install
 	bash ci/bench.sh $(PY)
 
+# one world, all five papers, one table + plot (see README "Reproduce: one table"); REPRODUCE_ARGS="--size small"
+reproduce: install
+	bash ci/reproduce.sh $(PY) $(REPRODUCE_ARGS)
+
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out reproduce_out .pytest_cache

@@ -10,3 +10,5 @@ for b in benchmarks/bench_*.py; do
     echo "== $name"
     "$py" "$b" --out "bench_out/${name#bench_}.json"
 done
+echo "== report"
+"$py" benchmarks/report.py bench_out

@@ -1,0 +1,175 @@
+"""``itr-reproduce`` (``make reproduce``): one synthetic world, every paper's README train + evaluation commands
+through its own command line, one table (Markdown on stdout, CSV, JSON) and the rsum-latency plot.
+
+With ``--data-root`` and ``--checkpoints`` it takes the real-data path instead (see
+:mod:`itr_common.compare.realdata`): every missing file is listed at once (exit 2), then each released
+checkpoint is evaluated by its package's evaluation command and printed beside the package's paper table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from itr_common.compare import plan as planmod
+from itr_common.compare.plot import plot_rows
+from itr_common.compare.table import build_rows, to_csv, to_markdown
+from itr_common.errors import ArgumentParser, cli_entry, fail
+from itr_common.fileio import write_json_atomic, write_text_atomic
+
+SIZES = {"tiny": ["--size", "tiny", "--n-test", "50"], "small": ["--size", "small"], "demo": ["--size", "demo"],
+         "base": ["--size", "base"]}
+
+
+def repo_root() -> Path:
+    """The monorepo root: the folder holding packages/ (from the working directory or this file)."""
+    for start in (Path.cwd(), Path(__file__).resolve()):
+        for folder in (start, *start.parents):
+            if (folder / "packages" / "common").is_dir():
+                return folder
+    fail("itr-reproduce: expected to run inside the monorepo (a folder with packages/common), found none")
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print) -> list[dict[str, Any]]:
+    """Run every job in order; returns one record per table row (status, times, result, checkpoint)."""
+    env = planmod.child_env(python)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+    times: dict[tuple[str, str], dict[str, float]] = {}
+    expected_total = sum(planmod.EXPECTED_S.get(j.name, 60) for j in jobs)
+    done_expected, start = 0.0, time.time()
+    for k, job in enumerate(jobs, 1):
+        job_rows = tuple(job.results) or ()
+        blocked = [n for n in job.needs if status.get(n) != "ok"]
+        t0 = time.time()
+        if blocked:
+            status[job.name] = f"skipped: needs {', '.join(blocked)}"
+        else:
+            status[job.name] = "ok"
+            with open(out / "logs" / f"{job.name}.log", "w") as logf:
+                for cmd in job.commands:
+                    c0 = time.time()
+                    logf.write(f"$ (cd {cmd.cwd} && {' '.join(cmd.argv)})\n")
+                    logf.flush()
+                    rc = subprocess.run(cmd.argv, cwd=cmd.cwd, env=env, stdout=logf,
+                                        stderr=subprocess.STDOUT).returncode
+                    seconds = time.time() - c0
+                    for row in cmd.rows or job_rows:
+                        if cmd.kind in ("train", "eval"):
+                            slot = times.setdefault(row, {})
+                            slot[f"{cmd.kind}_s"] = slot.get(f"{cmd.kind}_s", 0.0) + seconds
+                    if rc != 0:
+                        status[job.name] = (f"failed: exit {rc} in {Path(cmd.argv[1]).name} "
+                                            f"(log {out}/logs/{job.name}.log)")
+                        break
+            for ref in job.results.values():
+                if status[job.name] == "ok" and not Path(str(ref).partition("#")[0]).is_file():
+                    status[job.name] = f"failed: no result file {ref}"
+        done_expected += planmod.EXPECTED_S.get(job.name, 60)
+        elapsed = time.time() - start
+        left = (expected_total - done_expected) * (elapsed / done_expected if done_expected else 1.0)
+        log(f"[{k}/{len(jobs)}] {job.name}: {status[job.name]} in {_fmt_s(time.time() - t0)}; "
+            f"elapsed {_fmt_s(elapsed)}, about {_fmt_s(left)} left", flush=True)
+    records = []
+    owner = {row: job for job in jobs for row in job.results}
+    for method, variant in planmod.ROWS:
+        row = (method, variant)
+        job = owner.get(row)
+        rec: dict[str, Any] = {"method": method, "variant": variant, **times.get(row, {})}
+        if job is None:
+            rec["status"] = "missing: no run in the plan"
+        else:
+            rec.update(status=status.get(job.name, "missing: not run"), result=str(job.results[row]),
+                       checkpoint=str(job.checkpoints[row]) if row in job.checkpoints else None, job=job.name)
+        records.append(rec)
+    return records
+
+
+def write_outputs(records: list[dict[str, Any]], out: Path, title: str, meta: dict[str, Any]) -> str:
+    """table.md / table.csv / table.json (+ the records) and rsum_latency.png; returns the Markdown."""
+    rows = build_rows(records)
+    md = to_markdown(rows, title)
+    write_text_atomic(out / "table.md", md + "\n")
+    write_text_atomic(out / "table.csv", to_csv(rows))
+    write_json_atomic(out / "table.json", {"meta": meta, "rows": rows, "records": records})
+    png = plot_rows(rows, out / "rsum_latency.png", title)
+    if png:
+        meta["plot"] = str(png)
+    return md
+
+
+def _meta(args, world: Path, seconds: float | None = None) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    meta: dict[str, Any] = {"size": args.size, "world": str(world), "machine": platform.platform(),
+                            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                            "omp_threads": planmod.child_env(sys.executable)["OMP_NUM_THREADS"]}
+    world_json = world / "world.json"
+    if world_json.is_file():
+        meta["world_config"] = json.loads(world_json.read_text()).get("config")
+    if seconds is not None:
+        meta["total_s"] = round(seconds, 1)
+    return meta
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="itr-reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="reproduce_out", help="output folder (default reproduce_out)")
+    parser.add_argument("--size", default="tiny", choices=sorted(SIZES),
+                        help="synthetic world: tiny (default: the tiny preset with a 50-image test split), small, "
+                             "demo, base (base: for a GPU)")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these jobs (names as in the progress lines)")
+    parser.add_argument("--data-root", default=None, help="real-data path: root of the original data trees")
+    parser.add_argument("--checkpoints", default=None, help="real-data path: folder of the released checkpoints")
+    parser.add_argument("--papers", default="dime,selfalign,iais,lightningdot,aladin",
+                        help="real-data path: comma-separated papers to evaluate (default all five)")
+    args = parser.parse_args(argv)
+    root = repo_root()
+    out = Path(args.out).resolve()
+    if (args.data_root is None) != (args.checkpoints is None):
+        fail("--data-root/--checkpoints: expected both (the real-data path) or neither, found one")
+    if args.data_root is not None:
+        from itr_common.compare import realdata
+
+        papers = [p for p in args.papers.split(",") if p]
+        unknown = sorted(set(papers) - set(realdata.NEEDS))
+        if unknown or not papers:
+            fail(f"--papers: expected names among {', '.join(realdata.NEEDS)}, found '{args.papers}'")
+        return realdata.run(Path(args.data_root), Path(args.checkpoints), out, root, sys.executable, papers)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    world = out / "world"
+    synth = [str(Path(sys.executable).parent / "itr-synth"), "--out", str(world), "--layout", "all", *SIZES[args.size],
+             "--force"]
+    print(f"== synthetic world ({args.size}) -> {world}", flush=True)
+    subprocess.run(synth, check=True, stdout=subprocess.DEVNULL, env=planmod.child_env(sys.executable))
+    jobs = planmod.build_plan(root, world, out, sys.executable)
+    if args.only:
+        unknown = sorted(set(args.only) - {j.name for j in jobs})
+        if unknown:
+            fail(f"--only: expected job names among {', '.join(j.name for j in jobs)}, found {', '.join(unknown)}")
+        jobs = [j for j in jobs if j.name in args.only]
+    (out / "results").mkdir(exist_ok=True)
+    records = run_jobs(jobs, out, sys.executable)
+    seconds = time.time() - start
+    meta = _meta(args, world, seconds)
+    title = f"SYNTHETIC world ({args.size}), not the papers' data: {len(records)} rows, {_fmt_s(seconds)} in all"
+    md = write_outputs(records, out, title, meta)
+    print(md)
+    print(f"\nwritten: {out}/table.md, table.csv, table.json" + (f", {meta['plot']}" if "plot" in meta else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""The runs of ``make reproduce``: each package's README training and evaluation commands on ONE world.
+
+A :class:`Job` is a list of shell commands (run in the package's folder or a work folder), the rows it fills
+(``(method, variant) -> result JSON``) and the jobs it needs. Commands are the ones each package's ``demo.sh``
+runs (same tiny model configs), pointed at the shared world instead of a private one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# (method, variant) rows of the table, in order; every one appears, finished or not.
+ROWS: list[tuple[str, str]] = [
+    ("DIME", "i2t"), ("DIME", "t2i"), ("DIME", "ensemble"),
+    ("CAMERA", "baseline"), ("CAMERA", "+SelfAlign"), ("VSRN", "baseline"), ("VSRN", "+SelfAlign"),
+    ("UNITER-ITM (hard negatives)", "no IAIS"), ("UNITER-ITM (hard negatives)", "IAIS singular"),
+    ("UNITER-ITM (hard negatives)", "IAIS distributed"),
+    ("LightningDOT", "bi-encoder"), ("LightningDOT", "+UNITER re-rank top 20"),
+    ("ALADIN", "matching head"), ("ALADIN", "alignment head"),
+]
+
+# rough seconds per job on 2 CPU cores at the default size (for the time-left estimate only)
+EXPECTED_S = {"world": 10, "dime-i2t": 60, "dime-t2i": 60, "dime-eval": 20, "selfalign-camera": 80,
+              "selfalign-vsrn": 80, "iais-pretrain": 30, "iais-none": 60, "iais-singular": 70,
+              "iais-distributed": 70, "lightningdot": 60, "lightningdot-rerank": 40, "aladin": 80}
+
+
+@dataclass
+class Command:
+    argv: list[str]
+    cwd: Path
+    kind: str = "train"  # train | eval | prep: which time column the wall time adds to
+    rows: tuple[tuple[str, str], ...] = ()  # rows whose time this command counts toward (default: the job's)
+
+
+@dataclass
+class Job:
+    name: str
+    package: str
+    commands: list[Command]
+    results: dict[tuple[str, str], Path] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+    checkpoints: dict[tuple[str, str], Path] = field(default_factory=dict)  # for the parameter count
+
+
+def world_feat_dim(world: Path) -> int:
+    """The region feature size the world was written with (world.json)."""
+    return int(json.loads((world / "world.json").read_text())["config"]["feat_dim"])
+
+
+def _link(path: Path, target: Path) -> None:
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to(target)
+
+
+def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
+    """A work folder where the package's tiny configs find ``synthetic/...`` (the shared world) and ``config/``."""
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    _link(work / "synthetic", world.resolve())
+    _link(work / "config", (pkg / "config").resolve())
+    return work
+
+
+def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
+    """Every job, in run order. ``root`` is the repository, ``out`` the reproduce output folder."""
+    pk = root / "packages"
+    res = out / "results"
+    feat = str(world_feat_dim(world))
+    py = python
+    jobs: list[Job] = []
+
+    # ---- DIME: README training for both directions, evaluation of each and of the ensemble
+    dime, d_out = pk / "dime", out / "dime"
+    tiny = ["--img_dim", feat, "--embed_size", "32", "--hid_IMRC", "64", "--hid_router", "32", "--num_head_IMRC", "4",
+            "--batch_size", "8", "--num_epochs", "16", "--learning_rate", "2e-3", "--lr_update", "12",
+            "--workers", "0", "--log_step", "100"]
+    data = ["--data_path", str(world / "data"), "--bert_path", str(world / "bert"), "--data_name", "f30k_precomp"]
+    ck = {d: d_out / f"runs/filker_DIME_{d}/model_best.pth.tar" for d in ("i2t", "t2i")}
+    jobs.append(Job("dime-i2t", "dime", [Command(
+        [py, "train.py", *data, "--logger_name", str(d_out / "runs/filker_DIME_i2t"), "--direction", "i2t",
+         "--extra_stc", "1", "--lambda_softmax=4", *tiny], dime, rows=(("DIME", "i2t"), ("DIME", "ensemble")))]))
+    jobs.append(Job("dime-t2i", "dime", [Command(
+        [py, "train.py", *data, "--logger_name", str(d_out / "runs/filker_DIME_t2i"), "--direction", "t2i",
+         "--extra_img", "1", "--lambda_softmax=9", *tiny], dime, rows=(("DIME", "t2i"), ("DIME", "ensemble")))]))
+    evals = [Command([py, "evaluate_models.py", "--model_path", str(ck["i2t"]), "--split", "test",
+                      "--out", str(res / "dime-i2t.json")], dime, "eval", (("DIME", "i2t"),)),
+             Command([py, "evaluate_models.py", "--model_path", str(ck["t2i"]), "--split", "test",
+                      "--out", str(res / "dime-t2i.json")], dime, "eval", (("DIME", "t2i"),)),
+             Command([py, "evaluate_models.py", "--model_path", str(ck["i2t"]), "--model_path2", str(ck["t2i"]),
+                      "--split", "test", "--out", str(res / "dime-ensemble.json")], dime, "eval",
+                     (("DIME", "ensemble"),))]
+    jobs.append(Job("dime-eval", "dime", evals,
+                    {("DIME", v): res / f"dime-{v}.json" for v in ("i2t", "t2i", "ensemble")},
+                    needs=("dime-i2t", "dime-t2i"),
+                    checkpoints={("DIME", "i2t"): ck["i2t"], ("DIME", "t2i"): ck["t2i"]}))
+
+    # ---- SelfAlign: CAMERA and VSRN, each with --selfalign 0 (the baseline, same code) and 1
+    s_out = out / "selfalign"
+    learn = ["--img_dim", feat, "--embed_size", "32", "--local_clu_num", "16", "--batch_size", "8",
+             "--num_epochs", "10", "--learning_rate", "5e-3", "--lr_update", "100", "--workers", "0",
+             "--log_step", "1000",
+             "--val_step", "100000"]
+    text = {"camera": ["--bert_path", str(world / "bert"), "--head", "4", "--smry_k", "4"],
+            "vsrn": ["--vocab_path", str(world / "vocab"), "--word_dim", "16", "--dim_vid", feat, "--dim_hidden", "16",
+                     "--dim_word", "16", "--max_len", "20"]}
+    for variant, method in (("camera", "CAMERA"), ("vsrn", "VSRN")):
+        cmds, results, cks = [], {}, {}
+        for flag, label in (("0", "baseline"), ("1", "+SelfAlign")):
+            name = f"{variant}_{'selfalign' if flag == '1' else 'base'}"
+            row = (method, label)
+            run_dir = s_out / "runs" / name
+            cwd = pk / "selfalign" / f"{variant}_SelfAlign"
+            cmds.append(Command([py, "train.py", "--data_path", str(world / "data"), "--data_name", "f30k_precomp",
+                                 "--logger_name", str(run_dir), "--selfalign", flag, *learn, *text[variant]],
+                                cwd, "train", (row,)))
+            cmds.append(Command([py, "evaluate_models.py", "--model_path", str(run_dir / "model_best.pth.tar"),
+                                 "--split", "test", "--out", str(res / f"selfalign-{name}.json")], cwd, "eval", (row,)))
+            results[row] = res / f"selfalign-{name}.json"
+            cks[row] = run_dir / "model_best.pth.tar"
+        jobs.append(Job(f"selfalign-{variant}", "selfalign", cmds, results, checkpoints=cks))
+
+    # ---- IAIS: UNITER's ITM pre-training as the uniter-base stand-in, then hard-negative fine-tuning
+    # without IAIS and with IAIS singular / distributed, each evaluated with inf_itm
+    iais = pk / "iais"
+    i_work = uniter_workdir(out / "iais", world, iais)
+    jobs.append(Job("iais-pretrain", "iais", [Command(
+        [py, "-m", "itr_iais.pretrain_itm", "--txt_db", "synthetic/txt_db/itm_flickr30k_train.db",
+         "--img_db", "synthetic/img_db/flickr30k", "--model_config", "synthetic/pretrained/uniter-tiny.json",
+         "--output", "output/pretrained/uniter-tiny-itm.pt"], i_work, "prep")]))
+    for flag, label in (("False", "no IAIS"), ("singular", "IAIS singular"), ("distributed", "IAIS distributed")):
+        tag = {"False": "none"}.get(flag, flag)
+        row = ("UNITER-ITM (hard negatives)", label)
+        ckpt = f"output/itm/{tag}/ckpt/model_step_500_final.pt"
+        jobs.append(Job(f"iais-{tag}", "iais", [
+            Command([py, str(iais / "train_itm_hard_negatives.py"), "--config", "config/train-itm-flickr-tiny-hn.json",
+                     "--IAIS", flag, "--output_dir", f"output/itm/{tag}"], i_work, "train"),
+            Command([py, str(iais / "inf_itm.py"), "--txt_db", "synthetic/txt_db/itm_flickr30k_test.db",
+                     "--img_db", "synthetic/img_db/flickr30k", "--checkpoint", ckpt,
+                     "--model_config", "synthetic/pretrained/uniter-tiny.json",
+                     "--output_dir", f"output/inf_itm/{tag}"],
+                    i_work, "eval")],
+            {row: i_work / f"output/inf_itm/{tag}/retrieval_result.json"}, needs=("iais-pretrain",),
+            checkpoints={row: i_work / ckpt}))
+
+    # ---- LightningDOT: pre-train, fine-tune, evaluate the bi-encoder; re-rank its top 20 with the UNITER ITM
+    # model fine-tuned above (hard negatives, no IAIS)
+    ld = pk / "lightningdot"
+    l_work = uniter_workdir(out / "lightningdot", world, ld)
+    bi = ("LightningDOT", "bi-encoder")
+    jobs.append(Job("lightningdot", "lightningdot", [
+        Command([py, str(ld / "pretrain.py"), "--config", "config/pretrain-tiny.json"], l_work, "train"),
+        Command([py, str(ld / "train_itm.py"), "--config", "config/flickr30k_ft_tiny_config.json",
+                 "--biencoder_checkpoint", "output/pretrain_tiny/ckpt/model_step_400.pt"], l_work, "train"),
+        Command([py, str(ld / "eval_itm.py"), "config/flickr30k_eval_tiny_config.json",
+                 "output/flickr_tiny/biencoder.best.pt", "--splits", "test", "--output_dir", "output/eval"],
+                l_work, "eval")],
+        {bi: l_work / "output/eval/retrieval_result_test.json"},
+        checkpoints={bi: l_work / "output/flickr_tiny/biencoder.best.pt"}))
+    rr = ("LightningDOT", "+UNITER re-rank top 20")
+    jobs.append(Job("lightningdot-rerank", "lightningdot", [
+        Command([py, str(ld / "rerank.py"), "--config", "config/flickr30k_eval_tiny_config.json",
+                 "--biencoder_checkpoint", "output/flickr_tiny/biencoder.best.pt",
+                 "--uniter_checkpoint", str(i_work / "output/itm/none/ckpt/model_step_500_final.pt"),
+                 "--uniter_config", "synthetic/pretrained/uniter-tiny.json", "--thresholds", "20",
+                 "--output_dir", "output/rerank"], l_work, "eval")],
+        {rr: l_work / "output/rerank/retrieval_result_rerank20.json"}, needs=("lightningdot", "iais-none")))
+
+    # ---- ALADIN: the joint config (alignment head + distilled matching head), test on the whole test split
+    al = pk / "aladin" / "alad"
+    a_out = out / "aladin"
+    adata = ["--data_dir", str(world / "coco_ir"), "--img_feat_file", str(world / "features/features.tsv"),
+             "--eval_model_dir", str(world / "pretrained/checkpoint-0132780"), "--max_seq_length", "50",
+             "--max_img_seq_length", "34"]
+    a_ck = a_out / "runs/alad-joint/model_best_rsum.pth.tar"
+    jobs.append(Job("aladin", "aladin", [
+        Command([py, "train.py", *adata, "--config", "configs/alad-alignment-and-matching-distill-tiny.yaml",
+                 "--logger_name", str(a_out / "runs/alad-joint"), "--val_step", "7000", "--num_epochs", "10",
+                 "--num_workers", "0", "--log_step", "50"], al, "train"),
+        Command([py, "test.py", *adata, "--eval_img_keys_file", "test_img_keys.tsv", "--num_workers", "0",
+                 "--load_checkpoint", str(a_ck), "--out", str(a_out / "test.json")], al, "eval")],
+        {("ALADIN", "matching head"): a_out / "test.json#matching/coco-5k",
+         ("ALADIN", "alignment head"): a_out / "test.json#alignment/coco-5k"},
+        checkpoints={("ALADIN", "matching head"): a_ck, ("ALADIN", "alignment head"): a_ck}))
+    return jobs
+
+
+def child_env(python: str) -> dict[str, str]:
+    """The environment of every command: the venv's scripts first, offline hub, one thread unless set."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(python).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env

@@ -1,0 +1,41 @@
+"""Efficiency against effectiveness: rsum over latency per query (log x), one point per method and variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Write the PNG; rows without rsum or latency are left out (they are in the table). None if no point."""
+    points = [r for r in rows if isinstance(r.get("rsum"), float | int) and isinstance(r.get("latency_ms"), float | int)
+              and r["latency_ms"] > 0]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    methods = sorted({r["method"] for r in points}, key=[r["method"] for r in points].index)
+    markers = "osD^vP*X"
+    for i, method in enumerate(methods):
+        mine = [r for r in points if r["method"] == method]
+        ax.scatter([r["latency_ms"] for r in mine], [r["rsum"] for r in mine], marker=markers[i % len(markers)],
+                   s=50, label=method)
+        for r in mine:
+            ax.annotate(r["variant"], (r["latency_ms"], r["rsum"]), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per query, ms (log scale)")
+    ax.set_ylabel("rsum")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

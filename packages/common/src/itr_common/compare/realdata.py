@@ -1,0 +1,135 @@
+"""The real-data path of ``itr-reproduce``: ``--data-root`` (the original data trees) and ``--checkpoints``
+(the released files), laid out as docs/real_data.md lists them.
+
+Every file every selected paper needs is checked first and ALL missing ones are reported in one message
+(exit status 2) before anything runs. Then each package's own ``<pkg>-reproduce`` command evaluates its
+released checkpoint and prints the measured recalls beside the package's ``paper_table.yaml``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from itr_common.compare.plan import child_env
+from itr_common.errors import fail
+
+
+@dataclass(frozen=True)
+class Need:
+    root: str  # "data" (under --data-root) or "ckpt" (under --checkpoints)
+    path: str
+    what: str
+
+
+# What each paper's evaluation reads (Flickr30K 1K test for the SCAN/UNITER papers, COCO 5K for ALADIN).
+NEEDS: dict[str, list[Need]] = {
+    "dime": [
+        Need("data", "precomp/f30k_precomp/test_ims.npy", "SCAN precomp region features, Flickr30K test"),
+        Need("data", "precomp/f30k_precomp/test_caps.txt", "Flickr30K test captions"),
+        Need("data", "bert-base-uncased/bert_config.json", "BERT config (weights come with the checkpoint)"),
+        Need("data", "bert-base-uncased/vocab.txt", "BERT vocabulary"),
+        Need("ckpt", "dime/flickr_i2t.pth.tar", "DIME i2t model (the original's pretrain_model/flickr/...)"),
+        Need("ckpt", "dime/flickr_t2i.pth.tar", "DIME t2i model"),
+    ],
+    "selfalign": [
+        Need("data", "precomp/f30k_precomp/test_ims.npy", "SCAN precomp region features, Flickr30K test"),
+        Need("data", "precomp/f30k_precomp/test_caps.txt", "Flickr30K test captions"),
+        Need("data", "bert-base-uncased/vocab.txt", "BERT vocabulary (CAMERA)"),
+        Need("data", "vocab/f30k_precomp_vocab.pkl", "VSRN vocabulary"),
+        Need("ckpt", "selfalign/camera_flickr.pth.tar", "CAMERA + SelfAlign model"),
+        Need("ckpt", "selfalign/vsrn_flickr.pth.tar", "VSRN + SelfAlign model"),
+    ],
+    "iais": [
+        Need("data", "uniter/txt_db/itm_flickr30k_test.db/data.mdb", "UNITER txt_db, Flickr30K test"),
+        Need("data", "uniter/img_db/flickr30k/nbb_th0.2_max100_min10.json", "UNITER img_db, Flickr30K"),
+        Need("ckpt", "iais/flickr_model_step_5000.pt", "UNITER-base + IAIS fine-tuned ITM model"),
+    ],
+    "lightningdot": [
+        Need("data", "lightningdot/data/db/itm_flickr30k_test_base-cased.db/data.mdb", "txt_db, Flickr30K test"),
+        Need("data", "lightningdot/data/img/flickr30k/nbb_th0.2_max100_min10.json", "img_db, Flickr30K"),
+        Need("ckpt", "lightningdot/flickr-ft.pt", "LightningDOT fine-tuned on Flickr30K"),
+    ],
+    "aladin": [
+        Need("data", "vinvl/coco_ir/test_captions.pt", "VinVL coco_ir test captions"),
+        Need("data", "vinvl/coco_ir/test_img_keys.tsv", "COCO 5K test image ids"),
+        Need("data", "vinvl/features/features.tsv", "VinVL region features"),
+        Need("data", "vinvl/features/features.lineidx", "its line index"),
+        Need("data", "vinvl/features/imageid2idx.json", "image id -> row"),
+        Need("data", "vinvl/features/predictions.tsv", "detector predictions (object tags)"),
+        Need("data", "vinvl/features/predictions.lineidx", "its line index"),
+        Need("ckpt", "aladin/checkpoint-0132780/config.json", "VinVL base coco_ir checkpoint"),
+        Need("ckpt", "aladin/checkpoint-0132780/pytorch_model.bin", "VinVL base coco_ir weights"),
+        Need("ckpt", "aladin/model_best_rsum.pth.tar", "ALADIN trained model"),
+    ],
+}
+
+
+def missing_files(data_root: Path, checkpoints: Path, papers: list[str]) -> list[str]:
+    """'paper: path (what)' for every needed file that is not there, in paper order."""
+    lines = []
+    for paper in papers:
+        for need in NEEDS[paper]:
+            path = (data_root if need.root == "data" else checkpoints) / need.path
+            if not path.is_file():
+                lines.append(f"{paper}: {path} ({need.what})")
+    return lines
+
+
+def commands(data_root: Path, ck: Path, out: Path, root: Path, python: str) -> dict[str, list[tuple[list[str], Path]]]:
+    """Each paper's evaluation: its own ``<pkg>-reproduce`` console script (argv, cwd)."""
+    bin_dir = Path(python).parent
+    precomp, bert = str(data_root / "precomp"), str(data_root / "bert-base-uncased")
+    ld_work = out / "lightningdot_work"
+    return {
+        "dime": [([str(bin_dir / "dime-reproduce"), "--model_path", str(ck / "dime/flickr_i2t.pth.tar"),
+                   "--model_path2", str(ck / "dime/flickr_t2i.pth.tar"), "--data_path", precomp, "--bert_path", bert,
+                   "--data_name", "f30k_precomp", "--split", "test", "--out", str(out / "dime.json")], out)],
+        "selfalign": [([str(bin_dir / "selfalign-reproduce"), "--model_path", str(ck / f"selfalign/{v}_flickr.pth.tar"),
+                        "--data_path", precomp, "--text_path", text, "--data_name", "f30k_precomp", "--split", "test",
+                        "--out", str(out / f"selfalign_{v}.json")], out)
+                      for v, text in (("camera", bert), ("vsrn", str(data_root / "vocab")))],
+        "iais": [([str(bin_dir / "iais-reproduce"), "--checkpoint", str(ck / "iais/flickr_model_step_5000.pt"),
+                   "--data_root", str(data_root / "uniter"), "--dataset", "flickr",
+                   "--output_dir", str(out / "iais")], out)],
+        "lightningdot": [([str(bin_dir / "lightningdot-reproduce"),
+                           "--checkpoint", str(ck / "lightningdot/flickr-ft.pt"),
+                           "--eval_config", "config/flickr30k_eval_config.json", "--row", "flickr-ft",
+                           "--output_dir", str(out / "lightningdot")], ld_work)],
+        "aladin": [([str(bin_dir / "aladin-reproduce"), "--data_dir", str(data_root / "vinvl/coco_ir"),
+                     "--img_feat_file", str(data_root / "vinvl/features/features.tsv"),
+                     "--eval_model_dir", str(ck / "aladin/checkpoint-0132780"),
+                     "--load_checkpoint", str(ck / "aladin/model_best_rsum.pth.tar"),
+                     "--max_seq_length", "50", "--max_img_seq_length", "34"], out)],
+    }
+
+
+def run(data_root: Path, checkpoints: Path, out: Path, root: Path, python: str,
+        papers: list[str] | None = None) -> int:
+    """Check every file first (one message, exit 2), then evaluate each paper beside its table."""
+    papers = papers or list(NEEDS)
+    missing = missing_files(data_root, checkpoints, papers)
+    if missing:
+        fail(f"--data-root/--checkpoints: {len(missing)} needed file(s) missing (layout: docs/real_data.md): "
+             + "; ".join(missing))
+    out.mkdir(parents=True, exist_ok=True)
+    ld_work = out / "lightningdot_work"
+    ld_work.mkdir(exist_ok=True)
+    for name, target in (("data", data_root / "lightningdot/data"), ("config", root / "packages/lightningdot/config")):
+        link = ld_work / name
+        if not link.exists():
+            link.symlink_to(target.resolve())
+    env, failed = child_env(python), []
+    for paper, cmds in commands(data_root, checkpoints, out, root, python).items():
+        if paper not in papers:
+            continue
+        for argv, cwd in cmds:
+            print(f"== {paper}: {' '.join(argv)}", flush=True)
+            rc = subprocess.run(argv, cwd=cwd, env=env).returncode
+            if rc:
+                failed.append(f"{paper} (exit {rc})")
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+        return 1
+    return 0

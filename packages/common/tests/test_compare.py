@@ -1,0 +1,160 @@
+"""itr_common.compare: the reproduce table, plot, driver loop, real-data file check and bench report, on fake
+result / benchmark JSONs (no training: every command here is a one-line python -c)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itr_common.compare import bench_report, cli, plan, realdata, table
+from itr_common.compare.plot import plot_rows
+from itr_common.metrics import RetrievalResult, evaluate_sims
+from itr_common.testing.conformance import check_usage_error
+
+
+def fake_result(path: Path, signal: float, seed: int = 0, **extras) -> RetrievalResult:
+    """A real RetrievalResult computed from a random 10 x 50 score matrix with the diagonal lifted by signal."""
+    rng = np.random.default_rng(seed)
+    sims = rng.normal(size=(10, 50))
+    for i in range(10):
+        sims[i, 5 * i:5 * i + 5] += signal
+    result = evaluate_sims(sims, "1k", extras=extras)
+    result.write_json(path)
+    return result
+
+
+def test_rows_markdown_csv_keep_every_status(tmp_path):
+    good = fake_result(tmp_path / "good.json", 3.0)
+    fake_result(tmp_path / "timed.json", 1.0, latency_ms_per_query=2.5)
+    nested = {"results": {"matching": {"coco-5k": good.to_dict()}}}
+    (tmp_path / "aladin.json").write_text(json.dumps(nested))
+    records = [
+        {"method": "A", "variant": "x", "status": "ok", "result": str(tmp_path / "good.json"), "train_s": 10.0,
+         "eval_s": 6.0},
+        {"method": "A", "variant": "reported", "status": "ok", "result": str(tmp_path / "timed.json"), "eval_s": 6.0},
+        {"method": "B", "variant": "matching", "status": "ok", "result": f"{tmp_path / 'aladin.json'}#matching/coco-5k",
+         "eval_s": 1.0},
+        {"method": "C", "variant": "y", "status": "failed: exit 1 in train.py", "result": str(tmp_path / "none.json")},
+        {"method": "D", "variant": "z", "status": "ok", "result": str(tmp_path / "absent.json")},
+        {"method": "E", "variant": "w", "status": "missing: no run in the plan"},
+    ]
+    rows = table.build_rows(records)
+    assert [r["method"] for r in rows] == ["A", "A", "B", "C", "D", "E"]
+    assert rows[0]["rsum"] == pytest.approx(good.rsum) and rows[0]["i2t_r1"] == pytest.approx(good.i2t[0])
+    assert rows[0]["latency_ms"] == pytest.approx(1000 * 6.0 / 60)
+    assert rows[0]["latency_source"] == "eval wall / queries"
+    assert rows[1]["latency_ms"] == 2.5 and rows[1]["latency_source"] == "package"
+    assert rows[2]["rsum"] == pytest.approx(good.rsum)
+    assert rows[3]["status"].startswith("failed") and rows[3]["rsum"] is None
+    assert rows[4]["status"].startswith("failed: result unreadable")
+    assert rows[5]["status"].startswith("missing")
+    md = table.to_markdown(rows, "SYNTHETIC")
+    assert md.count("\n| ") == 7 and "failed: exit 1" in md and "missing: no run" in md and "SYNTHETIC" in md
+    parsed = list(csv.DictReader(io.StringIO(table.to_csv(rows))))
+    assert len(parsed) == 6 and float(parsed[0]["rsum"]) == pytest.approx(good.rsum) and parsed[3]["rsum"] == ""
+
+
+def test_param_count_from_a_checkpoint(tmp_path):
+    import torch
+
+    torch.save({"model": [{"w": torch.zeros(3, 4)}, {"b": torch.zeros(5)}], "epoch": 1}, tmp_path / "scan.pth.tar")
+    torch.save({"uniter.w": torch.zeros(2, 2)}, tmp_path / "plain.pt")
+    assert table.count_params(str(tmp_path / "scan.pth.tar")) == 17
+    assert table.count_params(str(tmp_path / "plain.pt")) == 4
+    assert table.count_params(str(tmp_path / "none.pt")) is None
+
+
+def test_plot_writes_a_png_of_the_timed_rows(tmp_path):
+    rows = [{"method": "A", "variant": "x", "rsum": 300.0, "latency_ms": 0.5},
+            {"method": "B", "variant": "y", "rsum": 150.0, "latency_ms": 40.0},
+            {"method": "C", "variant": "failed", "rsum": None, "latency_ms": None}]
+    png = plot_rows(rows, tmp_path / "p.png", "SYNTHETIC")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 200_000
+    assert plot_rows(rows[2:], tmp_path / "none.png", "t") is None and not (tmp_path / "none.png").exists()
+
+
+def _writer(path: Path, signal: float) -> list[str]:
+    code = (f"import numpy as np, sys; from itr_common.metrics import evaluate_sims; s = np.random.default_rng(0)"
+            f".normal(size=(10, 50)); [s.__setitem__((i, slice(5*i, 5*i+5)), s[i, 5*i:5*i+5] + {signal}) "
+            f"for i in range(10)]; evaluate_sims(s, '1k').write_json(sys.argv[1])")
+    return [sys.executable, "-c", code, str(path)]
+
+
+def test_run_jobs_reports_failed_and_skipped_runs(tmp_path, monkeypatch):
+    rows = plan.ROWS[:3]
+    fail_cmd = plan.Command([sys.executable, "-c", "raise SystemExit(3)"], tmp_path)
+    jobs = [plan.Job("ok", "p", [plan.Command(_writer(tmp_path / "a.json", 3.0), tmp_path, "eval")],
+                     {rows[0]: tmp_path / "a.json"}),
+            plan.Job("bad", "p", [fail_cmd], {rows[1]: tmp_path / "b.json"}),
+            plan.Job("after", "p", [plan.Command(_writer(tmp_path / "c.json", 3.0), tmp_path)],
+                     {rows[2]: tmp_path / "c.json"}, needs=("bad",))]
+    lines: list[str] = []
+    records = cli.run_jobs(jobs, tmp_path, sys.executable, log=lambda s, **_: lines.append(s))
+    assert len(lines) == 3 and all("left" in line for line in lines)
+    assert len(records) == len(plan.ROWS)  # every row of the table, run or not
+    status = {(r["method"], r["variant"]): r["status"] for r in records}
+    assert status[rows[0]] == "ok" and status[rows[1]].startswith("failed: exit 3")
+    assert status[rows[2]] == "skipped: needs bad"
+    assert all(status[r].startswith("missing") for r in plan.ROWS[3:])
+    assert records[0]["eval_s"] > 0
+    md = cli.write_outputs(records, tmp_path, "SYNTHETIC", {})
+    assert "skipped: needs bad" in md and (tmp_path / "table.csv").is_file()
+    assert len(json.loads((tmp_path / "table.json").read_text())["rows"]) == len(plan.ROWS)
+
+
+def test_real_data_lists_every_missing_file_at_once(tmp_path):
+    data, ck = tmp_path / "data", tmp_path / "ck"
+    (data / "precomp/f30k_precomp").mkdir(parents=True)
+    (data / "precomp/f30k_precomp/test_ims.npy").write_bytes(b"x")
+    missing = realdata.missing_files(data, ck, list(realdata.NEEDS))
+    assert len(missing) == sum(len(v) for v in realdata.NEEDS.values()) - 2  # present for dime and selfalign
+    line = check_usage_error(cli.main, ["--data-root", str(data), "--checkpoints", str(ck), "--out",
+                                        str(tmp_path / "out")], "flickr-ft.pt", "model_best_rsum.pth.tar",
+                             "test_caps.txt", untouched=[tmp_path / "out"])
+    assert f"{len(missing)} needed file(s) missing" in line
+    check_usage_error(cli.main, ["--data-root", str(data), "--out", str(tmp_path / "out")], "--checkpoints")
+    line = check_usage_error(cli.main, ["--data-root", str(data), "--checkpoints", str(ck), "--papers", "iais"],
+                             "iais/flickr_model_step_5000.pt")
+    assert "dime" not in line
+
+
+def _fake_benches(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "aladin.json").write_text(json.dumps({
+        "config": {"model": "tiny", "threads": 2, "torch": "2.x", "machine": "x86_64", "galleries": "100,1000"},
+        "latency": {"1000": {"matching_s": 0.001, "alignment_s": 0.01, "cross_encoder_s": 0.5},
+                    "100": {"matching_s": 0.001, "alignment_s": 0.002, "cross_encoder_s": 0.05}}}))
+    (folder / "lightningdot.json").write_text(json.dumps({
+        "config": {"model": "tiny"}, "machine": {"platform": "Linux", "torch": "2.x", "threads": 2},
+        "end_to_end": {"by_gallery_size": {"1000": {"bi_encoder_s": 0.01, "uniter_all_pairs_s": 2.0, "speedup": 200.0,
+                                                    "speedup_rerank_top10": 50.0}}}}))
+    (folder / "selfalign.json").write_text(json.dumps({
+        "benchmark": "selfalign", "model": "tiny", "threads": 1, "device": "cpu",
+        "variants": {"CAMERA+SelfAlign": {"latency_s": {"dime_over_selfalign": {"flickr30k_1k_images": 30.0}}},
+                     "CAMERA": {}}}))
+    (folder / "report.json").write_text("{}")  # an earlier report is not a benchmark
+
+
+def test_bench_report_gathers_ratios(tmp_path, capsys):
+    _fake_benches(tmp_path / "b")
+    assert bench_report.main([str(tmp_path / "b")]) == 0
+    report = json.loads((tmp_path / "b/report.json").read_text())
+    assert sorted(report["benchmarks"]) == ["aladin", "lightningdot", "selfalign"]
+    got = {(c["paper"], c["comparison"], c["setting"]): c["ratio"] for c in report["claims"]}
+    assert got[("ALADIN", "cross-encoder / matching head", "gallery 1000")] == pytest.approx(500)
+    assert got[("ALADIN", "alignment head / matching head", "gallery 100")] == pytest.approx(2)
+    assert got[("LightningDOT", "UNITER all pairs / LightningDOT bi-encoder", "gallery 1000")] == 200
+    assert got[("LightningDOT", "UNITER all pairs / LightningDOT + re-rank top 10", "gallery 1000")] == 50
+    assert got[("SelfAlign", "DIME query / CAMERA+SelfAlign query", "flickr30k_1k_images")] == 30
+    assert report["benchmarks"]["aladin"]["meta"]["threads"] == 2
+    assert report["benchmarks"]["lightningdot"]["meta"]["torch"] == "2.x"
+    md = (tmp_path / "b/report.md").read_text()
+    assert "| ALADIN | cross-encoder / matching head | gallery 100 | 50.0x |" in md
+    assert md in capsys.readouterr().out
+    check_usage_error(bench_report.main, [str(tmp_path / "nothing")], "nothing")

@@ -12,7 +12,13 @@ from aladin_testlib import ALAD_DIR, PYTHON, config_path, data_flags, eval_argv,
 
 from itr_aladin.test import main as run_test_py
 from itr_aladin.train import main as run_train_py
-from itr_common.testing import check_console_script, check_resume_exact, check_usage_error, invoke
+from itr_common.testing import (
+    check_console_script,
+    check_resume_exact,
+    check_sigterm_message,
+    check_usage_error,
+    invoke,
+)
 
 
 def test_test_py_labels_both_heads_and_protocols(world, trained, tmp_path):
@@ -159,6 +165,15 @@ def test_resume_after_sigterm_is_exact(world, tmp_path):
     check_resume_exact(command, tmp_path, final="checkpoint.pth.tar", kill_when="checkpoint.pth.tar",
                        resume_evidence=r"loaded checkpoint .* \(epoch \d+, batch \d+\)", cwd=ALAD_DIR,
                        select=lambda state: {"model": state["model"], "optimizer": state["optimizer"]})
+
+
+@pytest.mark.slow
+def test_sigterm_in_training_saves_and_names_the_signal(world, tmp_path):
+    run = tmp_path / "run"
+    argv = train_argv(world, run, "alad-alignment-triplet", "--log_step", "1", epochs=3)
+    outcome = check_sigterm_message([PYTHON, str(ALAD_DIR / "train.py"), *argv], cwd=ALAD_DIR,
+                                    when=lambda: (run / "checkpoint.pth.tar").exists())
+    assert "SIGTERM received: saved" in outcome.stderr and "continue with --resume" in outcome.stderr
 
 
 def test_reproduce_prints_both_heads_beside_the_paper(world, trained, tmp_path, capsys):

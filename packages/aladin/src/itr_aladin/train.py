@@ -40,18 +40,18 @@ from itr_aladin.options import (
     use_checkpoint_feature_dim,
 )
 from itr_aladin.oscar import OscarConfig, check_vocab, load_oscar_weights
-from itr_common.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
+from itr_common.checkpoint import SaveOnSignal, capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
 from itr_common.dist import DistInfo, barrier, init_distributed, shutdown, wrap_model
 from itr_common.errors import UserError, cli_entry, fail, require_file
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.text import load_bert_tokenizer
+from itr_common.training import DEFERRED_SIGNALS, signals_deferred
 from itr_common.validation import require_writable
 
 logger = logging.getLogger("itr_aladin.train")
 CHECKPOINT_FILE = "checkpoint.pth.tar"
 BEST_FILE = "model_best_rsum.pth.tar"
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -72,26 +72,6 @@ def read_aladin_checkpoint(path: str | Path, map_location: str | torch.device = 
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         fail(f"{path}: expected an ALADIN checkpoint with a 'model' state dict, found {found}")
     return state
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves at the next step boundary and exits 128 + signal."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        for sig in STOP_SIGNALS:
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -224,46 +204,49 @@ class Trainer:
         self.optimizer.step()
         return float(loss.detach()), parts
 
-    def train_epoch(self, epoch: int, skip: int, stop: StopRequest) -> None:
+    def train_epoch(self, epoch: int, skip: int) -> None:
         self.sampler.set_epoch(epoch)
         self.batches.skip(skip)
         meters = LogCollector()
         batch_time, data_time = AverageMeter(), AverageMeter()
         with worker_errors_as_one_line():
-            self._train_batches(epoch, skip, stop, meters, batch_time, data_time)
+            self._train_batches(epoch, skip, meters, batch_time, data_time)
 
-    def _train_batches(self, epoch: int, skip: int, stop: StopRequest, meters: LogCollector,
-                       batch_time: AverageMeter, data_time: AverageMeter) -> None:
-        args = self.args
-        end = time.time()
+    def _train_batches(self, epoch: int, skip: int, meters: LogCollector, batch_time: AverageMeter,
+                       data_time: AverageMeter) -> None:
         for i, (images, texts) in enumerate(self.loader, start=skip):
-            data_time.update(time.time() - end, 1)
-            loss, parts = self.step(images, texts, epoch)
-            self.position = (epoch, i + 1)
-            self.result.losses.append(loss)
-            eiters = self.model.Eiters
-            meters.update("Eit", eiters)
-            for name, value in parts.items():
-                meters.update(f"{name}_loss", value, images.img_feats.shape[0])
-            batch_time.update(time.time() - end, 1)
-            end = time.time()
-            if eiters % args.log_step == 0:
-                logger.info("Epoch: [%d][%d/%d]\t%s\tTime %.3f (%.3f)\tData %.3f (%.3f)", epoch, i, len(self.batches),
-                            meters, batch_time.val, batch_time.avg, data_time.val, data_time.avg)
-            self.tb.log_value("epoch", epoch, eiters)
-            self.tb.log_value("lr", self.optimizer.param_groups[0]["lr"], eiters)
-            meters.tb_log(self.tb, step=eiters)
-            if eiters % args.val_step == 0:
-                self.validate_and_save()
-            if stop.signum is not None:
-                self.stop_now(stop.signum)
+            # a SIGINT/SIGTERM waits for the step, its position and any validation it triggers
+            with signals_deferred():
+                self._iteration(epoch, i, images, texts, meters, batch_time, data_time)
 
-    def stop_now(self, signum: int) -> None:
-        name = signal.Signals(signum).name
+    def _iteration(self, epoch: int, i: int, images: Any, texts: Any, meters: LogCollector,
+                   batch_time: AverageMeter, data_time: AverageMeter) -> None:
+        args = self.args
+        data_time.update(time.time() - self.batch_end, 1)
+        loss, parts = self.step(images, texts, epoch)
+        self.position = (epoch, i + 1)
+        self.result.losses.append(loss)
+        eiters = self.model.Eiters
+        meters.update("Eit", eiters)
+        for name, value in parts.items():
+            meters.update(f"{name}_loss", value, images.img_feats.shape[0])
+        batch_time.update(time.time() - self.batch_end, 1)
+        self.batch_end = time.time()
+        if eiters % args.log_step == 0:
+            logger.info("Epoch: [%d][%d/%d]\t%s\tTime %.3f (%.3f)\tData %.3f (%.3f)", epoch, i, len(self.batches),
+                        meters, batch_time.val, batch_time.avg, data_time.val, data_time.avg)
+        self.tb.log_value("epoch", epoch, eiters)
+        self.tb.log_value("lr", self.optimizer.param_groups[0]["lr"], eiters)
+        meters.tb_log(self.tb, step=eiters)
+        if eiters % args.val_step == 0:
+            self.validate_and_save()
+
+    def save_on_signal(self) -> None:
+        """SaveOnSignal's callback (at a step boundary: steps run with the signals deferred)."""
         self.save(is_best=False)
+        name = signal.Signals(self.signal_guard.received).name if self.signal_guard.received else "signal"
         print(f"{name} received: saved {Path(self.args.logger_name) / CHECKPOINT_FILE} at epoch "
               f"{self.position[0]}, batch {self.position[1]}; continue with --resume", file=sys.stderr)
-        raise SystemExit(128 + signum)
 
     def validate(self) -> float:
         """The original's selection sum: matching rsum (+ alignment rsum when the loss-type trains it)."""
@@ -294,15 +277,16 @@ class Trainer:
         barrier()
 
     def fit(self) -> TrainResult:
-        with StopRequest() as stop:
+        with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS) as self.signal_guard:
             for epoch in range(self.start[0], self.args.num_epochs):
                 skip = self.start[1] if epoch == self.start[0] else 0
-                self.position = (epoch, skip)
-                self.train_epoch(epoch, skip, stop)
-                self.position = (epoch + 1, 0)
-                self.validate_and_save()
-                if stop.signum is not None:
-                    self.stop_now(stop.signum)
+                with signals_deferred():
+                    self.position = (epoch, skip)
+                self.batch_end = time.time()
+                self.train_epoch(epoch, skip)
+                with signals_deferred():
+                    self.position = (epoch + 1, 0)
+                    self.validate_and_save()
         self.tb.close()
         self.result.eiters = self.model.Eiters
         self.result.best_rsum = self.best_rsum

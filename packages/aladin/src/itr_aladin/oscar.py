@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,34 +56,27 @@ CODE_FEATURE_TYPES = ("dis_code", "dis_code_t", "dis_code_scale")
 
 
 @dataclass
-class OscarConfig:
-    """The fields of a VinVL/OSCAR ``config.json`` this model uses (the rest are kept in ``extras``)."""
+class OscarConfig(UniterConfig):
+    """The fields of a VinVL/OSCAR ``config.json`` this model uses (the rest are kept in ``extras``): the BERT
+    sizes of itr_common's :class:`UniterConfig` plus Oscar's image fields (``img_dim`` follows
+    ``img_feature_dim``)."""
 
-    vocab_size: int
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
     img_feature_dim: int = 2054
     img_feature_type: str = "frcnn"
     use_img_layernorm: int = 1
     img_layer_norm_eps: float = 1e-12
     num_labels: int = 2
-    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.img_dim = self.img_feature_dim
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config.json") -> OscarConfig:
         missing = [key for key in REQUIRED_CONFIG_KEYS if key not in values]
         if missing:
             fail(f"{source}: expected the OSCAR config keys {list(REQUIRED_CONFIG_KEYS)}, missing {missing}")
-        names = {f for f in cls.__dataclass_fields__ if f != "extras"}
+        names = {f for f in cls.__dataclass_fields__ if f not in ("extras", "img_dim")}
         known = {k: v for k, v in values.items() if k in names}
         for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                     "max_position_embeddings", "type_vocab_size", "img_feature_dim"):
@@ -120,15 +113,8 @@ class OscarConfig:
         return cls.from_dict(values, str(path))
 
     def bert_config(self) -> UniterConfig:
-        """The BERT block sizes as itr_common's config (``img_dim`` unused by the text blocks)."""
-        return UniterConfig(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
-            hidden_act=self.hidden_act, hidden_dropout_prob=self.hidden_dropout_prob,
-            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-            max_position_embeddings=self.max_position_embeddings, type_vocab_size=self.type_vocab_size,
-            initializer_range=self.initializer_range, img_dim=self.img_feature_dim, layer_norm_eps=self.layer_norm_eps,
-        )
+        """The BERT block sizes as itr_common's config (this object: an OscarConfig is one)."""
+        return self
 
 
 class BertImgModel(nn.Module):

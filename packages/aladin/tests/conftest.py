@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from itr_common.testing import single_thread
+from itr_common.testing.fixtures import (  # noqa: F401
+    honesty_worlds_factory,
+    one_torch_thread,
+    tests_dir_on_path,
+    world_fixture,
+)
+
+tests_dir_on_path(__file__)
 
 from aladin_testlib import train_argv  # noqa: E402
 
-from itr_common.testing import single_thread  # noqa: E402
-from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: E402, F401
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny synthetic world in the VinVL layout: coco_ir/, features/, pretrained/checkpoint-0132780/."""
-    from itr_common.synthetic import generate_world, preset, write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(generate_world(preset("tiny")), out, layouts=("vinvl",))
-    return out
+world = world_fixture("vinvl", doc="The tiny synthetic world in the VinVL layout: coco_ir/, features/, "
+                      "pretrained/checkpoint-0132780/.")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,15 @@ LOGGER = logging.getLogger(__name__)
 HEADS = 4  # nhead of every TransformerEncoderLayer in the original
 
 
+class _Tensors:
+    """``to(device)`` of a dataclass of tensors: every field moved."""
+
+    def to(self, device: torch.device | str) -> Any:
+        return type(self)(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))  # type: ignore
+
+
 @dataclass
-class TextBatch:
+class TextBatch(_Tensors):
     """``[CLS] caption [SEP]`` padded: input_ids / attention_mask / token_type_ids (B, L); lengths (B,)."""
 
     input_ids: Tensor
@@ -47,13 +55,9 @@ class TextBatch:
     token_type_ids: Tensor
     lengths: Tensor
 
-    def to(self, device: torch.device | str) -> TextBatch:
-        return TextBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.token_type_ids,
-                                                  self.lengths)))
-
 
 @dataclass
-class ImageBatch:
+class ImageBatch(_Tensors):
     """Tags + regions: input_ids / token_type_ids (B, L); attention_mask (B, L + R); img_feats (B, R, D);
     lengths (B,) regions kept (<= R)."""
 
@@ -62,10 +66,6 @@ class ImageBatch:
     token_type_ids: Tensor
     img_feats: Tensor
     lengths: Tensor
-
-    def to(self, device: torch.device | str) -> ImageBatch:
-        return ImageBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.token_type_ids,
-                                                   self.img_feats, self.lengths)))
 
 
 @dataclass

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
+
+from itr_common.testing import run_bench
 
 BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_lightningdot.py"
 
 
 def test_bench_runs_and_reports(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_lightningdot", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = tmp_path / "lightningdot.json"
-    report = bench.main(["--sizes", "300", "--dim", "32", "--queries", "5", "--hnsw-orig-max", "300", "--img-dim", "16",
-                         "--nbb", "4", "--txt-len", "6", "--pair-batch", "4", "--repeat", "1", "--train-batch", "4",
-                         "--train-iters", "1", "--project-dim", "16", "--out", str(out)])
-    saved = json.loads(out.read_text())
+    report, saved = run_bench(BENCH, ["--sizes", "300", "--dim", "32", "--queries", "5", "--hnsw-orig-max", "300",
+                                      "--img-dim", "16", "--nbb", "4", "--txt-len", "6", "--pair-batch", "4",
+                                      "--repeat", "1", "--train-batch", "4", "--train-iters", "1",
+                                      "--project-dim", "16"], tmp_path / "lightningdot.json")
     row = saved["retrieval"][0]
     assert row["n"] == 300 and row["faiss_flat_ip"]["recall_at_10"] == 1.0
     assert {"torch_brute_force", "faiss_hnsw_original", "faiss_hnsw_ours"} <= set(row)

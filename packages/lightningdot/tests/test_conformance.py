@@ -23,7 +23,7 @@ from itr_lightningdot.model import build_biencoder
 
 @pytest.mark.parametrize("change, needles", [
     (("--train_batch_size", "0"), ("train_batch_size", "0")),
-    (("--learning_rate", "-1"), ("learning_rate", "-1")),
+    (("--learning_rate", "-1"), ("learning_rate", "a value >= 0", "-1")),
     (("--hard_negatives_sampling", "top"), ("hard_negatives_sampling", "num_hard_negatives")),
     (("--val_txt_db", "/nonexistent/db"), ("val_txt_db", "/nonexistent/db")),
     (("--img_checkpoint", "/nonexistent/uniter.pt"), ("img_checkpoint", "/nonexistent/uniter.pt")),

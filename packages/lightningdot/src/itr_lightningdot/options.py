@@ -184,7 +184,8 @@ def _number(args: argparse.Namespace, key: str, lo: float | None = None, hi: flo
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         fail(f"{key}: expected a number, found {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        fail(f"{key}: expected a value in [{lo}, {hi}], found {value}")
+        wanted = f"a value >= {lo}" if hi is None else f"a value <= {hi}" if lo is None else f"a value in [{lo}, {hi}]"
+        fail(f"{key}: expected {wanted}, found {value}")
 
 
 def check_common(args: argparse.Namespace) -> None:

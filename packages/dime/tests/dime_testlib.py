@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from itr_common.testing import single_thread, subprocess_env
+from itr_common.testing import single_thread, subprocess_env, tiny_bert
 from itr_dime.options import default_options
 
 __all__ = ["PACKAGE_DIR", "PYTHON", "README_I2T", "README_T2I", "TINY_FLAGS", "python_env", "single_thread",
@@ -33,16 +31,6 @@ def tiny_opt(direction: str = "i2t", **changes: object) -> argparse.Namespace:
     for key, value in changes.items():
         setattr(opt, key, value)
     return opt
-
-
-def tiny_bert(hidden: int = 12, seed: int = 0) -> torch.nn.Module:
-    """A random 1-layer Hugging Face BertModel (vocab 40, hidden 12)."""
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=40, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=32)
-    return BertModel(config).eval()
 
 
 def train_argv(world: Path, logger_name: Path, data_name: str = "f30k_precomp", readme: list[str] | None = None,

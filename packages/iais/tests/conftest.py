@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from itr_common.testing import fixtures
+from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: F401
 
+fixtures.tests_dir_on_path(__file__)
 from iais_testlib import QUICK, single_thread, train_argv  # noqa: E402
 
-from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: E402, F401
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny world: txt_db/itm_flickr30k_*.db, img_db/flickr30k, pretrained/uniter-tiny.{pt,json}."""
-    from itr_common.synthetic import generate_world, preset, write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(generate_world(preset("tiny")), out, layouts=("uniter",))
-    return out
+world = fixtures.world_fixture("uniter", doc="The tiny world: txt_db/itm_flickr30k_*.db, img_db/flickr30k, "
+                               "pretrained/uniter-tiny.{pt,json}.")
 
 
 @pytest.fixture(scope="session")

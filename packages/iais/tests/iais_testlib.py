@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from itr_common.testing import single_thread
+from itr_common.testing import single_thread, uniter_db_flags
 
 __all__ = ["PACKAGE_DIR", "QUICK", "TINY_CONFIG", "data_flags", "single_thread", "train_argv", "train_command"]
 
@@ -15,14 +15,8 @@ TINY_CONFIG = PACKAGE_DIR / "config" / "train-itm-flickr-tiny-hn.json"
 
 def data_flags(world: Path, checkpoint: Path | None = None) -> list[str]:
     """Command-line overrides pointing the tiny config at ``world`` (absolute paths)."""
-    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
     return [
-        "--train_txt_dbs", str(txt / "itm_flickr30k_train.db"),
-        "--train_img_dbs", str(img),
-        "--val_txt_db", str(txt / "itm_flickr30k_val.db"),
-        "--val_img_db", str(img),
-        "--test_txt_db", str(txt / "itm_flickr30k_test.db"),
-        "--test_img_db", str(img),
+        *uniter_db_flags(world),
         "--model_config", str(world / "pretrained" / "uniter-tiny.json"),
         "--checkpoint", str(checkpoint or world / "pretrained" / "uniter-tiny.pt"),
     ]

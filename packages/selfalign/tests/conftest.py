@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from itr_common.testing import fixtures
+from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: F401
 
+fixtures.tests_dir_on_path(__file__)
 from selfalign_testlib import PACKAGE_DIR, single_thread, train_argv  # noqa: E402
 
-from itr_common.testing.fixtures import honesty_worlds_factory, one_torch_thread  # noqa: E402, F401
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny synthetic world: data/{f30k,coco}_precomp (with boxes and sizes), vocab/*.pkl, bert/."""
-    from itr_common.synthetic import generate_world, preset, write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(generate_world(preset("tiny")), out, layouts=("precomp",))
-    return out
+world = fixtures.world_fixture(
+    "precomp", doc="The tiny synthetic world: data/{f30k,coco}_precomp (with boxes and sizes), vocab/*.pkl, bert/.")
+in_package_dir = fixtures.package_dir_fixture(PACKAGE_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +33,3 @@ def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
             run(variant, parse_train_args(variant, argv))
             runs[f"{variant}{selfalign}"] = out / "model_best.pth.tar"
     return runs
-
-
-@pytest.fixture
-def in_package_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(PACKAGE_DIR)
-    return PACKAGE_DIR

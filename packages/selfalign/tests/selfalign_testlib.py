@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from itr_common.testing import single_thread, subprocess_env
+from itr_common.testing import single_thread, subprocess_env, tiny_bert
 from itr_selfalign.options import default_options
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -44,18 +42,7 @@ def tiny_opt(variant: str, selfalign: int = 1, **changes: object) -> argparse.Na
     return opt
 
 
-def tiny_bert(hidden: int = 12, seed: int = 0) -> torch.nn.Module:
-    """A random 1-layer Hugging Face BertModel (vocab 40, hidden 12)."""
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=40, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=32)
-    return BertModel(config).eval()
-
-
-def python_env() -> dict[str, str]:
-    return subprocess_env()
+python_env = subprocess_env  # the kit's environment of a child process (one thread, offline, fixed hash seed)
 
 
 __all__ = ["PACKAGE_DIR", "PYTHON", "TINY", "VARIANT_DIRS", "python_env", "single_thread", "tiny_bert", "tiny_opt",

@@ -28,10 +28,7 @@ Run: ``python benchmarks/bench_dime.py --out bench_out/dime.json`` (add ``--mode
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -39,6 +36,7 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertModel
 
+from itr_common.bench import device_label, save_report
 from itr_dime.attention import cross_attention
 from itr_dime.cells import GlobalLocalGuidanceCell, global_local_guidance
 from itr_dime.evaluation import EncodedSplit, score_matrix
@@ -207,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, opt, regions = build_model(args.model, device)
     result = {
-        "benchmark": "dime", "model": args.model, "device": torch.cuda.get_device_name() if device.type == "cuda"
-        else platform.processor() or "cpu", "threads": torch.get_num_threads(), "fp16": args.fp16,
+        "benchmark": "dime", "model": args.model, "device": device_label(device), "threads": torch.get_num_threads(),
+        "fp16": args.fp16,
         "eval": eval_throughput(model, opt, regions, args, device),
         "train": train_throughput(model, opt, regions, args, device),
     }
@@ -223,9 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"vs 5K images {ev['query_latency_s']['coco_5k_images']:.3f} s")
     print(f"  training  batch {tr['batch']} (+{tr['captions_per_batch'] - tr['batch']} extra captions): "
           f"{tr['step_s'] * 1000:.1f} ms/step, {tr['samples_per_s']:,.1f} samples/s")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    save_report(args.out, result)
     return result
 
 

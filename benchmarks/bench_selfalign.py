@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertModel
 
+from itr_common.bench import device_label, save_report
 from itr_selfalign.camera import CameraModel
 from itr_selfalign.data import CameraBatch, VsrnBatch
 from itr_selfalign.evaluation import score_matrix
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spec = SIZES[args.model]
     result: dict[str, Any] = {
         "benchmark": "selfalign", "model": args.model, "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_label(device),
         "variants": {},
     }
     for variant in ("camera", "vsrn"):
@@ -239,9 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         d = result["dime"]
         print(f"  DIME cross-attention: {d['pairs_per_s']:,.0f} pairs/s -> query vs 1K "
               f"{d['flickr30k_1k_images']:.3f} s, vs 5K {d['coco_5k_images']:.3f} s")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    save_report(args.out, result)
     return result
 
 

@@ -130,3 +130,10 @@ class Amp:
         scaler_state = state.get("scaler", {})
         if scaler_state and self.scaler.is_enabled():
             self.scaler.load_state_dict(scaler_state)
+
+
+def autocast_for(device: torch.device, fp16: bool) -> contextlib.AbstractContextManager:
+    """Inference autocast (fp16 on CUDA, bf16 on CPU) when ``fp16``, else nothing."""
+    if not fp16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)

@@ -56,6 +56,8 @@ PROTOCOLS: dict[str, str] = {
 """Evaluation protocols accepted by :func:`evaluate_sims` and :func:`evaluate_embeddings`."""
 
 FOLD5_FOLDS = 5
+FLICKR_PROTOCOL, COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL = "1k", "coco-5k", "coco-1k-fold5"
+"""The protocols the SCAN-family packages (DIME, SelfAlign) name: Flickr30K test, COCO 5K, COCO 1K x 5 folds."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -651,6 +653,9 @@ def evaluate_embeddings(
 
 
 __all__ = [
+    "COCO_5K_PROTOCOL",
+    "COCO_FOLD5_PROTOCOL",
+    "FLICKR_PROTOCOL",
     "METRIC_NAMES",
     "PROTOCOLS",
     "Metrics",

@@ -14,22 +14,28 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from itr_common.amp import autocast_for
 from itr_common.data.precomp import PrecompSplit
 from itr_common.errors import fail
 from itr_common.logging import progress
-from itr_common.metrics import FOLD5_FOLDS, RetrievalResult, evaluate_sims, fold_slices
+from itr_common.metrics import (
+    COCO_5K_PROTOCOL,
+    COCO_FOLD5_PROTOCOL,
+    FLICKR_PROTOCOL,
+    FOLD5_FOLDS,
+    RetrievalResult,
+    evaluate_sims,
+    fold_slices,
+)
 from itr_dime.data import caption_loader, image_loader
 from itr_dime.model import DIME
 
 logger = logging.getLogger(__name__)
-
-FLICKR_PROTOCOL, COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL = "1k", "coco-5k", "coco-1k-fold5"
 
 
 @dataclass
@@ -56,13 +62,6 @@ class EncodedSplit:
         k = self.captions_per_image
         caps = slice(part.start * k, part.stop * k)
         return EncodedSplit(self.rgn[part], self.img[part], self.wrd[caps], self.stc[caps], self.lens[caps], k)
-
-
-def autocast_for(device: torch.device, fp16: bool) -> AbstractContextManager:
-    """Autocast (fp16 on CUDA, bf16 on CPU) when ``fp16``, else nothing."""
-    if not fp16:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
 def model_device(model: torch.nn.Module, device: torch.device | str | None = None) -> torch.device:

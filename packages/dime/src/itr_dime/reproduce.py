@@ -11,29 +11,22 @@ score matrix gives both the 5K result and the mean over its five 1K folds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-import yaml
-
+from itr_common import paper_table
 from itr_common.errors import ArgumentParser, cli_entry
-from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
-from itr_common.metrics import RetrievalResult, evaluate_sims
+from itr_common.metrics import evaluate_sims
+from itr_common.paper_table import Comparison, compare, report_comparisons
 from itr_common.validation import check_device, require_writable
 from itr_dime.checkpoints import read_checkpoint
 from itr_dime.evaluation import COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL, FLICKR_PROTOCOL, evaluate_encoded
 from itr_dime.evaluation_models import EvalSettings, load_and_encode
 
-PAPER_TABLE = "paper_table.yaml"
-DATASET_KEYS = {FLICKR_PROTOCOL: "f30k", COCO_FOLD5_PROTOCOL: "coco1k", COCO_5K_PROTOCOL: "coco5k"}
-
 
 def load_paper_table() -> dict[str, Any]:
     """The paper's DIME rows shipped with the package: ``{row: {dataset: {i2t: [..], t2i: [..]}}}``."""
-    text = resources.files("itr_dime").joinpath(PAPER_TABLE).read_text(encoding="utf-8")
-    return yaml.safe_load(text)["rows"]
+    return paper_table.load_paper_table("itr_dime")
 
 
 def paper_row_name(directions: Sequence[str]) -> str:
@@ -49,29 +42,6 @@ def dataset_of(data_name: str) -> str | None:
     return None
 
 
-@dataclass
-class Comparison:
-    """One protocol's measured result and the paper's numbers (None when the paper has no such row)."""
-
-    result: RetrievalResult
-    paper: dict[str, list[float]] | None
-
-    def lines(self, row: str) -> list[str]:
-        measured = self.result
-        head = f"{row} | protocol {measured.protocol} ({DATASET_KEYS[measured.protocol]})"
-        out = [head, f"{'':8}{'R@1':>8}{'R@5':>8}{'R@10':>8}   |{'paper R@1':>10}{'R@5':>8}{'R@10':>8}"]
-        for direction, values in (("i2t", measured.i2t), ("t2i", measured.t2i)):
-            paper = self.paper[direction] if self.paper else [float("nan")] * 3
-            out.append(f"{direction:8}{values[0]:8.1f}{values[1]:8.1f}{values[2]:8.1f}   |"
-                       f"{paper[0]:10.1f}{paper[1]:8.1f}{paper[2]:8.1f}")
-        paper_rsum = sum(self.paper["i2t"]) + sum(self.paper["t2i"]) if self.paper else float("nan")
-        out.append(f"{'rsum':8}{measured.rsum:24.1f}   |{paper_rsum:26.1f}")
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"measured": self.result.to_dict(), "paper": self.paper}
-
-
 def reproduce(model_paths: Sequence[str], settings: EvalSettings) -> tuple[str, list[Comparison]]:
     """Evaluate and pair every protocol of the dataset with the paper's row; returns (row name, comparisons)."""
     loaded = load_and_encode(model_paths, settings)
@@ -84,7 +54,7 @@ def reproduce(model_paths: Sequence[str], settings: EvalSettings) -> tuple[str, 
     if protocol == COCO_5K_PROTOCOL:
         k = loaded.encoded[0].captions_per_image
         results.insert(0, loaded.describe(evaluate_sims(sims, COCO_FOLD5_PROTOCOL, k)))
-    return row, [Comparison(r, table.get(row, {}).get(DATASET_KEYS[r.protocol])) for r in results]
+    return row, compare(results, table, row)
 
 
 def build_parser(prog: str = "dime-reproduce") -> ArgumentParser:
@@ -119,12 +89,7 @@ def run(argv: Sequence[str] | None = None) -> list[Comparison]:
         fp16=args.fp16,
     )
     row, comparisons = reproduce(paths, settings)
-    for comparison in comparisons:
-        print("\n".join(comparison.lines(row)))
-        print()
-    record = {"row": row, "comparisons": [c.to_dict() for c in comparisons]}
-    out = write_json_atomic(args.out, record)
-    print(f"comparison written to {out}")
+    report_comparisons(row, comparisons, args.out)
     return comparisons
 
 

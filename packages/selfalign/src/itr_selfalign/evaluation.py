@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from itr_common.amp import autocast_for
 from itr_common.data.precomp import PrecompSplit
 from itr_common.errors import fail
-from itr_common.metrics import FOLD5_FOLDS, RetrievalResult, fold_slices, metrics_from_ranks
+from itr_common.metrics import (
+    COCO_5K_PROTOCOL,
+    COCO_FOLD5_PROTOCOL,
+    FLICKR_PROTOCOL,
+    FOLD5_FOLDS,
+    RetrievalResult,
+    fold_slices,
+    metrics_from_ranks,
+)
 from itr_selfalign.data import CameraDataset, VsrnDataset, caption_loader, image_loader
 from itr_selfalign.layers import multi_view_scores
 
 logger = logging.getLogger(__name__)
 
-FLICKR_PROTOCOL, COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL = "1k", "coco-5k", "coco-1k-fold5"
 BLOCK_ELEMENTS = 2**25  # scores held at once in a (n*V, m) block: 128 MiB in float32
 
 
@@ -44,12 +51,6 @@ class EncodedSplit:
     def images(self, part: slice) -> EncodedSplit:
         k = self.captions_per_image
         return EncodedSplit(self.img[part], self.cap[part.start * k : part.stop * k], k)
-
-
-def autocast_for(device: torch.device, fp16: bool) -> AbstractContextManager:
-    if not fp16:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
 @torch.inference_mode()

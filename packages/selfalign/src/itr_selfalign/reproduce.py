@@ -10,53 +10,24 @@ mean over its five 1K folds. Rows the paper table leaves null are printed as ``n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-import yaml
-
+from itr_common import paper_table
 from itr_common.errors import ArgumentParser, cli_entry
-from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
-from itr_common.metrics import RetrievalResult
+from itr_common.paper_table import Comparison, compare, report_comparisons
 from itr_common.validation import check_device, require_writable
 from itr_selfalign.checkpoints import checkpoint_options, read_checkpoint, variant_of
 from itr_selfalign.evaluate_models import evaluate
-from itr_selfalign.evaluation import COCO_5K_PROTOCOL, COCO_FOLD5_PROTOCOL, FLICKR_PROTOCOL
-
-PAPER_TABLE = "paper_table.yaml"
-DATASET_KEYS = {FLICKR_PROTOCOL: "f30k", COCO_FOLD5_PROTOCOL: "coco1k", COCO_5K_PROTOCOL: "coco5k"}
 
 
 def load_paper_table() -> dict[str, Any]:
     """``{row: {dataset: {i2t: [..], t2i: [..]} or None}}`` shipped with the package."""
-    return yaml.safe_load(resources.files("itr_selfalign").joinpath(PAPER_TABLE).read_text(encoding="utf-8"))["rows"]
+    return paper_table.load_paper_table("itr_selfalign")
 
 
 def row_name(variant: str, selfalign: int) -> str:
     return {"camera": "CAMERA", "vsrn": "VSRN"}[variant] + ("+SelfAlign" if selfalign else "")
-
-
-@dataclass
-class Comparison:
-    result: RetrievalResult
-    paper: dict[str, list[float]] | None
-
-    def lines(self, row: str) -> list[str]:
-        m = self.result
-        out = [f"{row} | protocol {m.protocol} ({DATASET_KEYS[m.protocol]})",
-               f"{'':8}{'R@1':>8}{'R@5':>8}{'R@10':>8}   |{'paper R@1':>10}{'R@5':>8}{'R@10':>8}"]
-        for direction, values in (("i2t", m.i2t), ("t2i", m.t2i)):
-            paper = self.paper[direction] if self.paper else [float("nan")] * 3
-            out.append(f"{direction:8}{values[0]:8.1f}{values[1]:8.1f}{values[2]:8.1f}   |"
-                       f"{paper[0]:10.1f}{paper[1]:8.1f}{paper[2]:8.1f}")
-        paper_rsum = sum(self.paper["i2t"]) + sum(self.paper["t2i"]) if self.paper else float("nan")
-        out.append(f"{'rsum':8}{m.rsum:24.1f}   |{paper_rsum:26.1f}")
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"measured": self.result.to_dict(), "paper": self.paper}
 
 
 def build_parser(prog: str = "selfalign-reproduce") -> ArgumentParser:
@@ -90,12 +61,8 @@ def run(argv: Sequence[str] | None = None) -> list[Comparison]:
     results = [evaluate(variant, args.model_path, fold5=False, **common)]
     if split == "testall":
         results.insert(0, evaluate(variant, args.model_path, fold5=True, **common))
-    comparisons = [Comparison(r, (table.get(row) or {}).get(DATASET_KEYS[r.protocol])) for r in results]
-    for comparison in comparisons:
-        print("\n".join(comparison.lines(row)))
-        print()
-    out = write_json_atomic(args.out, {"row": row, "comparisons": [c.to_dict() for c in comparisons]})
-    print(f"comparison written to {out}")
+    comparisons = compare(results, table, row)
+    report_comparisons(row, comparisons, args.out)
     return comparisons
 
 

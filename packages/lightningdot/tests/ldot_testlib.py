@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from itr_common.testing import uniter_db_flags
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PACKAGE_DIR / "config"
 TINY_FT = CONFIG_DIR / "flickr30k_ft_tiny_config.json"
@@ -11,15 +13,9 @@ TINY_EVAL = CONFIG_DIR / "flickr30k_eval_tiny_config.json"
 
 
 def data_flags(world: Path) -> list[str]:
-    """Overrides pointing the tiny configs at ``world`` (absolute paths)."""
-    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
+    """Overrides pointing the tiny configs at ``world`` (absolute paths): the shared UNITER db flags + the towers."""
     return [
-        "--train_txt_dbs", str(txt / "itm_flickr30k_train.db"),
-        "--train_img_dbs", str(img),
-        "--val_txt_db", str(txt / "itm_flickr30k_val.db"),
-        "--val_img_db", str(img),
-        "--test_txt_db", str(txt / "itm_flickr30k_test.db"),
-        "--test_img_db", str(img),
+        *uniter_db_flags(world),
         "--img_checkpoint", str(world / "pretrained" / "uniter-tiny.pt"),
         "--txt_checkpoint", str(world / "bert" / "pytorch_model.bin"),
         "--txt_model_config", str(CONFIG_DIR / "bert_tiny.json"),

@@ -81,6 +81,15 @@ class DenseIndexer:
     def index_vectors(self, vectors: np.ndarray, ids: Sequence[Any] | None = None) -> None:
         raise NotImplementedError
 
+    def _add(self, arr: np.ndarray, ids: Sequence[Any] | None) -> None:
+        """Add checked vectors in ``buffer_size`` blocks; ids default to the next row numbers."""
+        ids = list(range(self.ntotal, self.ntotal + len(arr))) if ids is None else list(ids)
+        if len(ids) != len(arr):
+            fail(f"index ids: expected one per vector ({len(arr)}), found {len(ids)}")
+        for i in range(0, len(arr), self.buffer_size):
+            self.index.add(arr[i:i + self.buffer_size])
+        self.index_id_to_db_id.extend(ids)
+
     def _query(self, query_vectors: np.ndarray) -> np.ndarray:
         return _as_matrix(query_vectors, self.vector_sz, "query")
 
@@ -154,12 +163,7 @@ class DenseFlatIndexer(DenseIndexer):
 
     def index_vectors(self, vectors: np.ndarray, ids: Sequence[Any] | None = None) -> None:
         arr = _as_matrix(vectors, self.vector_sz, "index vectors")
-        ids = list(range(self.ntotal, self.ntotal + len(arr))) if ids is None else list(ids)
-        if len(ids) != len(arr):
-            fail(f"index ids: expected one per vector ({len(arr)}), found {len(ids)}")
-        for i in range(0, len(arr), self.buffer_size):
-            self.index.add(arr[i:i + self.buffer_size])
-        self.index_id_to_db_id.extend(ids)
+        self._add(arr, ids)
 
     def search(self, query_vectors: np.ndarray, top_docs: int) -> tuple[np.ndarray, np.ndarray]:
         scores, rows = self.index.search(self._query(query_vectors), int(top_docs))
@@ -247,12 +251,7 @@ class DenseIVFFlatIndexer(DenseIndexer):
             index.train(sample)
             index.nprobe = self.nprobe
             self.index, self.nlist = index, nlist
-        ids = list(range(self.ntotal, self.ntotal + len(arr))) if ids is None else list(ids)
-        if len(ids) != len(arr):
-            fail(f"index ids: expected one per vector ({len(arr)}), found {len(ids)}")
-        for i in range(0, len(arr), self.buffer_size):
-            self.index.add(arr[i:i + self.buffer_size])
-        self.index_id_to_db_id.extend(ids)
+        self._add(arr, ids)
 
     def search(self, query_vectors: np.ndarray, top_docs: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(self._query(query_vectors), int(top_docs))

@@ -160,11 +160,15 @@ def map_db_dirs(args: argparse.Namespace) -> None:
             setattr(args, key, [mapped(v) for v in value])
 
 
-def parse_with_config(parser: ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_with_config(parser: ArgumentParser, argv: Sequence[str] | None,
+                      config_key: str = "config") -> argparse.Namespace:
+    """Parse ``argv``, then apply the config json named by ``config_key`` (bundled names resolved) except the
+    keys given on the command line; ``args.config`` is the resolved path (None without a config)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if args.config is not None:
-        path = resolve_config_path(args.config)
+    value = getattr(args, config_key)
+    if value is not None:
+        path = resolve_config_path(value)
         args = apply_config(args, parser, load_config(path), source=path, argv=argv)
         args.config = str(path)
     return args
@@ -296,12 +300,8 @@ def eval_parser() -> ArgumentParser:
 
 
 def parse_eval_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = eval_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    path = resolve_config_path(args.eval_config)
-    args = apply_config(args, parser, load_config(path), source=path, argv=argv)
-    args.config = str(path)
+    args = parse_with_config(eval_parser(), argv, "eval_config")
+    path = Path(args.config)
     args.biencoder_checkpoint = args.biencoder_checkpoint_path
     map_db_dirs(args)
     check_common(args)

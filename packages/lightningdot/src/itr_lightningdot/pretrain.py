@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import random
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +42,6 @@ from torch.nn.utils.rnn import pad_sequence
 from itr_common import dist
 from itr_common.amp import Amp, AmpConfig
 from itr_common.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
-from itr_common.config import apply_config, load_config
 from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb
 from itr_common.errors import ArgumentParser, cli_entry, fail, require_dir
 from itr_common.fileio import write_json_atomic
@@ -55,7 +53,7 @@ from itr_lightningdot.data import ImageDbGroup, _text_inputs, image_batch, move_
 from itr_lightningdot.losses import BiEncoderNllLoss, calc_loss
 from itr_lightningdot.model import BiEncoder
 from itr_lightningdot.optim import linear_factor
-from itr_lightningdot.options import CLS_CONCAT, map_db_dirs, resolve_bundled, resolve_config_path
+from itr_lightningdot.options import CLS_CONCAT, map_db_dirs, parse_with_config, resolve_bundled
 
 LOGGER = logging.getLogger("itr_lightningdot.pretrain")
 TASKS = ("itm", "mlm", "mrfr", "mrckl", "mrc")
@@ -419,12 +417,7 @@ def _check_datasets(value: Any, key: str, train: bool) -> list[dict]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = p.parse_args(argv)
-    path = resolve_config_path(args.config)
-    args = apply_config(args, p, load_config(path), source=path, argv=argv)
-    args.config = str(path)
+    args = parse_with_config(parser(), argv)
     map_db_dirs(args)
     for key in ("train_datasets", "val_datasets"):
         for dset in getattr(args, key) or []:

@@ -239,22 +239,35 @@ def check_sigterm_message(command: Command, *, when: Callable[[], bool] | float 
     The command must be past its imports (a ``cli_entry`` main running) when signalled, so wait for
     something it prints or writes, or long enough.
     """
-    proc = subprocess.Popen([os.fspath(c) for c in command], cwd=cwd, env=dict(env or subprocess_env()),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _started(command, cwd, dict(env or subprocess_env()), subprocess.PIPE) as proc:
         _wait_for(proc, when, timeout)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stdout, stderr = _sigterm(proc, timeout)
     outcome = Outcome(proc.returncode, stdout, stderr)
     _require(outcome.code == SIGTERM_STATUS, f"expected status {SIGTERM_STATUS} after SIGTERM, found "
                                              f"{outcome.code}\n{outcome.tail()}")
     _require("SIGTERM" in outcome.stderr or "signal" in outcome.stderr.lower(),
              f"expected a message naming the signal on stderr, found\n{outcome.tail()}")
     return outcome
+
+
+@contextlib.contextmanager
+def _started(command: Command, cwd: str | os.PathLike | None, env: Mapping[str, str],
+             stdout: int) -> Iterator[subprocess.Popen]:
+    """``command`` started (text, stderr piped); killed and reaped on the way out if it still runs."""
+    proc = subprocess.Popen([os.fspath(c) for c in command], cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _sigterm(proc: subprocess.Popen, timeout: float) -> tuple[str | None, str]:
+    """SIGTERM ``proc`` and collect what it still prints: ``(stdout, stderr)``."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=timeout)
 
 
 def _wait_for(proc: subprocess.Popen, when: Callable[[], bool] | float, timeout: float) -> None:
@@ -466,10 +479,7 @@ def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | o
     _require(done.code == 0, f"uninterrupted run: expected status 0, found {done.code}\n{done.tail()}")
 
     condition = _glob_condition(killed, kill_when) if isinstance(kill_when, str) else (lambda: kill_when(killed))
-    proc = subprocess.Popen([os.fspath(c) for c in command(killed, False)], cwd=cwd,
-                            env=dict(env or subprocess_env()), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    try:
+    with _started(command(killed, False), cwd, dict(env or subprocess_env()), subprocess.DEVNULL) as proc:
         deadline = time.monotonic() + timeout
         while not condition():
             if proc.poll() is not None:
@@ -477,12 +487,7 @@ def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | o
                                        f"{kill_when!r}; give it more steps\nstderr: ...{proc.stderr.read()[-2000:]}")
             _require(time.monotonic() < deadline, f"kill condition {kill_when!r} not met within {timeout} s")
             time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _, stderr = _sigterm(proc, timeout)
     _require(proc.returncode == SIGTERM_STATUS,
              f"killed run: expected status {SIGTERM_STATUS} (saved, then exited), found {proc.returncode}; the kill "
              f"must land before the run ends\nstderr: ...{stderr[-2000:]}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -28,12 +28,20 @@ from itr_common.text import Vocabulary, encode_caption, word_tokenize
 from itr_common.text.vocab import END, START
 
 
-def _to(obj: Any, device: torch.device | str) -> Any:
-    return type(obj)(*(getattr(obj, f.name).to(device, non_blocking=True) for f in fields(obj)))
+class _Batch:
+    """A dataclass of tensors with ``ids`` (B,): moved field by field, its length the batch size."""
+
+    ids: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Self:
+        return type(self)(*(getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)))
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
 
 
 @dataclass
-class CameraBatch:
+class CameraBatch(_Batch):
     """images (B, R, D); boxes (B, R, 4); sizes (B, 2); input_ids / attention_mask / token_type_ids (B, W);
     lengths (B,) tokens incl. [CLS]/[SEP]; ids (B,) caption indices."""
 
@@ -46,15 +54,9 @@ class CameraBatch:
     lengths: torch.Tensor
     ids: torch.Tensor
 
-    def to(self, device: torch.device | str) -> CameraBatch:
-        return _to(self, device)
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
 
 @dataclass
-class VsrnBatch:
+class VsrnBatch(_Batch):
     """images (B, R, D); captions (B, L) ids padded to the longest; lengths (B,) incl. <start>/<end>;
     ids (B,); labels (B, max_len + 1) caption-generation targets; masks (B, max_len + 1) float."""
 
@@ -65,24 +67,24 @@ class VsrnBatch:
     labels: torch.Tensor
     masks: torch.Tensor
 
-    def to(self, device: torch.device | str) -> VsrnBatch:
-        return _to(self, device)
 
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
+class _CaptionDataset(Dataset):
+    """One item per caption of ``split``; nothing is random per item."""
 
-
-class CameraDataset(Dataset):
-    """``dataset[index]`` = (image, boxes, size, input_ids, length, index) of caption ``index``."""
-
-    def __init__(self, split: PrecompSplit, tokenizer: Any, max_words: int = 32) -> None:
-        self.split, self.tokenizer, self.max_words = split, tokenizer, max_words
+    split: PrecompSplit
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing is random per item (kept for the common training loop)."""
 
     def __len__(self) -> int:
         return len(self.split)
+
+
+class CameraDataset(_CaptionDataset):
+    """``dataset[index]`` = (image, boxes, size, input_ids, length, index) of caption ``index``."""
+
+    def __init__(self, split: PrecompSplit, tokenizer: Any, max_words: int = 32) -> None:
+        self.split, self.tokenizer, self.max_words = split, tokenizer, max_words
 
     def __getitem__(self, index: int) -> tuple:
         i = self.split.image_index(index)
@@ -118,17 +120,11 @@ def caption_generation_targets(vocab: Vocabulary, tokens: Sequence[str],
     return labels, mask
 
 
-class VsrnDataset(Dataset):
+class VsrnDataset(_CaptionDataset):
     """``dataset[index]`` = (image, caption ids, index, labels, mask) of caption ``index``."""
 
     def __init__(self, split: PrecompSplit, vocab: Vocabulary, max_len: int = 60) -> None:
         self.split, self.vocab, self.max_len = split, vocab, max_len
-
-    def set_epoch(self, epoch: int) -> None:
-        """Nothing is random per item."""
-
-    def __len__(self) -> int:
-        return len(self.split)
 
     def __getitem__(self, index: int) -> tuple:
         tokens = word_tokenize(self.split.captions[index])

@@ -106,6 +106,9 @@ def test_run_jobs_reports_failed_and_skipped_runs(tmp_path, monkeypatch):
     md = cli.write_outputs(records, tmp_path, "SYNTHETIC", {})
     assert "skipped: needs bad" in md and (tmp_path / "table.csv").is_file()
     assert len(json.loads((tmp_path / "table.json").read_text())["rows"]) == len(plan.ROWS)
+    (tmp_path / "table.md").unlink()
+    assert cli.main(["--out", str(tmp_path), "--rebuild"]) == 0  # table again from the saved records, no run
+    assert "skipped: needs bad" in (tmp_path / "table.md").read_text()
 
 
 def test_real_data_lists_every_missing_file_at_once(tmp_path):

@@ -9,6 +9,7 @@ checkpoint is evaluated by its package's evaluation command and printed beside t
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ from itr_common.compare import plan as planmod
 from itr_common.compare.plot import plot_rows
 from itr_common.compare.table import build_rows, to_csv, to_markdown
 from itr_common.errors import ArgumentParser, cli_entry, fail
-from itr_common.fileio import write_json_atomic, write_text_atomic
+from itr_common.fileio import read_json, write_json_atomic, write_text_atomic
+from itr_common.metrics import chance_recalls
 
 SIZES = {"tiny": ["--size", "tiny", "--n-test", "50"], "small": ["--size", "small"], "demo": ["--size", "demo"],
          "base": ["--size", "base"]}
@@ -96,11 +98,16 @@ def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print) -> list
 def write_outputs(records: list[dict[str, Any]], out: Path, title: str, meta: dict[str, Any]) -> str:
     """table.md / table.csv / table.json (+ the records) and rsum_latency.png; returns the Markdown."""
     rows = build_rows(records)
+    sizes = [r["n_images"] for r in rows if r["n_images"]]
+    if sizes:
+        n_images = max(set(sizes), key=sizes.count)
+        meta["chance_rsum"] = round(chance_recalls(n_images)["rsum"], 1)
+        title += f"; chance rsum on {n_images} test images: {meta['chance_rsum']:.0f}"
     md = to_markdown(rows, title)
     write_text_atomic(out / "table.md", md + "\n")
     write_text_atomic(out / "table.csv", to_csv(rows))
     write_json_atomic(out / "table.json", {"meta": meta, "rows": rows, "records": records})
-    png = plot_rows(rows, out / "rsum_latency.png", title)
+    png = plot_rows(rows, out / "rsum_latency.png", title.split(";")[0], meta.get("chance_rsum"))
     if png:
         meta["plot"] = str(png)
     return md
@@ -129,14 +136,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", choices=sorted(SIZES),
                         help="synthetic world: tiny (default: the tiny preset with a 50-image test split), small, "
                              "demo, base (base: for a GPU)")
-    parser.add_argument("--only", nargs="+", default=None, help="run only these jobs (names as in the progress lines)")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run only these jobs (names as in the progress lines), in the existing --out folder")
     parser.add_argument("--data-root", default=None, help="real-data path: root of the original data trees")
     parser.add_argument("--checkpoints", default=None, help="real-data path: folder of the released checkpoints")
     parser.add_argument("--papers", default="dime,selfalign,iais,lightningdot,aladin",
                         help="real-data path: comma-separated papers to evaluate (default all five)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="only rebuild table.{md,csv,json} and the plot from --out's table.json (no run)")
     args = parser.parse_args(argv)
     root = repo_root()
     out = Path(args.out).resolve()
+    if args.rebuild:
+        saved = read_json(out / "table.json", "reproduce table", expect=dict)
+        if not isinstance(saved.get("records"), list) or not isinstance(saved.get("meta"), dict):
+            fail(f"{out / 'table.json'}: expected the 'records' and 'meta' an itr-reproduce run writes, found "
+                 f"keys {sorted(saved)}")
+        meta = saved["meta"]
+        meta.pop("plot", None)
+        title = (f"SYNTHETIC world ({meta.get('size', '?')}), not the papers' data: {len(saved['records'])} rows, "
+                 f"{_fmt_s(float(meta.get('total_s', 0)))} in all")
+        print(write_outputs(saved["records"], out, title, meta))
+        return 0
     if (args.data_root is None) != (args.checkpoints is None):
         fail("--data-root/--checkpoints: expected both (the real-data path) or neither, found one")
     if args.data_root is not None:
@@ -148,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             fail(f"--papers: expected names among {', '.join(realdata.NEEDS)}, found '{args.papers}'")
         return realdata.run(Path(args.data_root), Path(args.checkpoints), out, root, sys.executable, papers)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.only:  # a full run starts clean (several trainers refuse a non-empty output folder)
+        for name in ("dime", "selfalign", "iais", "lightningdot", "aladin", "results", "logs"):
+            shutil.rmtree(out / name, ignore_errors=True)
     start = time.time()
     world = out / "world"
     synth = [str(Path(sys.executable).parent / "itr-synth"), "--out", str(world), "--layout", "all", *SIZES[args.size],

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 
-def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str,
+              chance_rsum: float | None = None) -> Path | None:
     """Write the PNG; rows without rsum or latency are left out (they are in the table). None if no point."""
     points = [r for r in rows if isinstance(r.get("rsum"), float | int) and isinstance(r.get("latency_ms"), float | int)
               and r["latency_ms"] > 0]
@@ -27,8 +28,11 @@ def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str) -> Path 
         for r in mine:
             ax.annotate(r["variant"], (r["latency_ms"], r["rsum"]), textcoords="offset points", xytext=(4, 3),
                         fontsize=7)
+    if chance_rsum is not None:
+        ax.axhline(chance_rsum, color="grey", linestyle="--", linewidth=1, label=f"chance (rsum {chance_rsum:.0f})")
     ax.set_xscale("log")
-    ax.set_xlabel("latency per query, ms (log scale)")
+    ax.set_xlabel("latency per query, ms (log scale; evaluation command wall time / queries unless the package "
+                  "reports one)", fontsize=8)
     ax.set_ylabel("rsum")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

@@ -42,7 +42,7 @@ def count_params(path: str | None) -> int | None:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # noqa: BLE001 - a count is optional; the table says '-'
         return None
-    for key in ("model", "state_dict", "model_state_dict"):
+    for key in ("model", "model_dict", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break

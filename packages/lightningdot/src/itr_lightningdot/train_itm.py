@@ -239,8 +239,10 @@ def run(args: argparse.Namespace) -> TrainOutcome:
 
     outcome = TrainOutcome(out, best_metric=progress["best"])
     distributed = info.world_size > 1
-    LOGGER.info("Running training: %d captions, %d batches/epoch/rank, %d updates, %d ranks",
-                len(train_set), len(order), total_updates, info.world_size)
+    LOGGER.info("Running training: %d captions, %d batches/epoch/rank, %d updates, %d ranks on %s, %s",
+                len(train_set), len(order), total_updates, info.world_size, device,
+                f"mixed precision {str(amp.config.dtype).replace('torch.', '')}"
+                + (" + loss scaling" if amp.config.use_scaler else "") if amp.enabled else "float32")
     with StopOnSignal() as stop:
         for epoch in range(progress["epoch"], args.num_train_epochs):
             model.train()

@@ -100,3 +100,7 @@ def test_bad_pretrain_config_exits_2(world: Path, tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as info:
         main(pretrain_argv(world, tmp_path / "o", "--train_datasets", json.dumps(bad)))
     assert info.value.code == 2 and "mrm-nce" in capsys.readouterr().err
+    out = tmp_path / "ot"
+    with pytest.raises(SystemExit) as info:
+        main(pretrain_argv(world, out, "--itm_ot_lambda", "0.1"))
+    assert info.value.code == 2 and "itm_ot_lambda" in capsys.readouterr().err and not out.exists()

@@ -434,6 +434,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             fail(f"{key}: expected a positive integer, found {getattr(args, key)}")
     if not 0 < args.mrm_prob < 1:
         fail(f"mrm_prob: expected a probability in (0, 1), found {args.mrm_prob}")
+    if args.itm_ot_lambda != 0:
+        fail(f"itm_ot_lambda: expected 0 (the original's OT branch of the bi-encoder's ITM read undefined variables "
+             f"and crashed; CMR has no word-region alignment), found {args.itm_ot_lambda}")
     if args.optim != "adamw" or args.decay != "linear":
         fail(f"optim/decay: only adamw with linear decay (the config's) is implemented, found {args.optim}/"
              f"{args.decay}")

@@ -159,3 +159,21 @@ def parse_with_config(
     if hasattr(args, config_option):
         delattr(args, config_option)
     return args
+
+
+def require_config_values(args: argparse.Namespace, keys: Iterable[str]) -> None:
+    """Each of ``keys`` is set (from ``--config`` or the command line); one line naming the first that is not."""
+    for key in keys:
+        if not getattr(args, key):
+            raise UserError(f"{key}: expected it in --config or on the command line, found none")
+
+
+def pair_train_dbs(args: argparse.Namespace) -> None:
+    """UNITER-style ``train_txt_dbs`` / ``train_img_dbs``: a single path becomes a list; one img_db per txt_db."""
+    if isinstance(args.train_txt_dbs, str):
+        args.train_txt_dbs = [args.train_txt_dbs]
+    if isinstance(args.train_img_dbs, str):
+        args.train_img_dbs = [args.train_img_dbs]
+    if len(args.train_txt_dbs) != len(args.train_img_dbs):
+        raise UserError(f"train_txt_dbs/train_img_dbs: expected one img_db per txt_db, found "
+                        f"{len(args.train_txt_dbs)} and {len(args.train_img_dbs)}")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from itr_common.config import apply_config, load_config
+from itr_common.config import apply_config, load_config, pair_train_dbs, require_config_values
 from itr_common.errors import ArgumentParser, UserError, fail, require_file
 from itr_common.validation import (
     boolean,
@@ -208,17 +208,10 @@ def check_train_args(args: argparse.Namespace) -> None:
     """The original's guards as one-line errors, plus the inputs the run cannot start without."""
     if not args.output_dir:
         fail("--output_dir: expected a directory for checkpoints and logs, found none")
-    for key in ("train_txt_dbs", "train_img_dbs", "val_txt_db", "val_img_db", "test_txt_db", "test_img_db"):
-        if not getattr(args, key):
-            fail(f"{key}: expected it in --config or on the command line, found none")
+    require_config_values(args, ("train_txt_dbs", "train_img_dbs", "val_txt_db", "val_img_db", "test_txt_db",
+                                 "test_img_db"))
     check_options(args, TRAIN_CHECKS)
-    if isinstance(args.train_txt_dbs, str):
-        args.train_txt_dbs = [args.train_txt_dbs]
-    if isinstance(args.train_img_dbs, str):
-        args.train_img_dbs = [args.train_img_dbs]
-    if len(args.train_txt_dbs) != len(args.train_img_dbs):
-        fail(f"train_txt_dbs/train_img_dbs: expected one img_db per txt_db, found {len(args.train_txt_dbs)} and "
-             f"{len(args.train_img_dbs)}")
+    pair_train_dbs(args)
     budget = (args.max_bb if args.conf_th == -1 else args.num_bb) + args.max_txt_len + 2
     if budget > 512:
         fail(f"max_txt_len: expected regions + max_txt_len + 2 <= 512 positions, found {budget}")

@@ -141,3 +141,22 @@ def test_pretraining_losses_match_the_original(tmp_path: Path, cls_concat: str):
     assert set(got) == set(ORIGINAL_PRETRAIN[cls_concat])
     for task, value in ORIGINAL_PRETRAIN[cls_concat].items():
         assert got[task] == pytest.approx(value, rel=1e-5, abs=1e-7), task
+
+
+def test_recall_matches_the_originals_eval_model_on_dataloader():
+    """40 images x 5 captions (numpy PCG64 seed 0): the original's ``eval_model_on_dataloader`` (faiss flat
+    index, each image once in the gallery, image recall over unique images) gave these recall dicts."""
+    import numpy as np
+
+    from itr_lightningdot.evaluate import EncodedSplit, evaluate_split
+
+    rng = np.random.default_rng(0)
+    n_img, per, dim = 40, 5, 16
+    img = rng.standard_normal((n_img, dim)).astype(np.float32)
+    txt = (np.repeat(img, per, 0) * 0.6 + rng.standard_normal((n_img * per, dim))).astype(np.float32)
+    split = EncodedSplit(txt, img, [f"t{j}" for j in range(n_img * per)], [f"img{i}" for i in range(n_img)],
+                         np.repeat(np.arange(n_img), per))
+    result, image_retrieval, text_retrieval = evaluate_split(split)
+    assert image_retrieval == pytest.approx({1: 0.43, 5: 0.795, 10: 0.91})
+    assert text_retrieval == pytest.approx({1: 0.5, 5: 0.925, 10: 0.975})
+    assert result.t2i[:3] == pytest.approx((43.0, 79.5, 91.0)) and result.i2t[:3] == pytest.approx((50.0, 92.5, 97.5))

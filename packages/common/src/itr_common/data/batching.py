@@ -2,6 +2,7 @@
 
 ``ResumableBatchSampler`` groups a sampler's indices into batches and can skip the first batches of
 the next pass, so that a run resumed mid-epoch continues with exactly the batches it had not done.
+``pad_tensors`` is UNITER's region-feature padding (LightningDOT; IAIS has the same function).
 ``loader_generator(seed)`` is the explicit generator a ``DataLoader`` gets so that it never draws its
 worker base seed from the global RNG (which would shift every later random draw of a resumed run).
 """
@@ -13,6 +14,15 @@ from typing import Any
 
 import torch
 from torch.utils.data import Sampler
+
+
+def pad_tensors(tensors: Sequence[torch.Tensor], lens: Sequence[int] | None = None) -> torch.Tensor:
+    """UNITER's ``pad_tensors``: B x (n_b, D) -> (B, max n_b, D), zero padded (the first ``lens[b]`` rows kept)."""
+    lens = [t.size(0) for t in tensors] if lens is None else list(lens)
+    out = torch.zeros(len(tensors), max(lens), tensors[0].size(-1), dtype=tensors[0].dtype)
+    for i, (tensor, length) in enumerate(zip(tensors, lens)):
+        out[i, :length] = tensor[:length]
+    return out
 
 
 def attention_mask_from_lengths(lengths: torch.Tensor, max_words: int) -> torch.Tensor:

@@ -97,3 +97,14 @@ def test_generated_captions_join_the_image_side_scores(world: Path, tmp_path: Pa
     assert main(train_argv(world, out, "--num_train_epochs", "1", "--train_batch_size", "32",
                            "--caption_score_weight", "0.3", "--itm_global_file", str(tmp_path / "meta.json"))) == 0
     assert (out / "biencoder.last.pt").is_file()
+
+
+def test_pad_tensors_keeps_the_first_rows_and_zero_pads():
+    import torch
+
+    from itr_common.data.batching import pad_tensors
+
+    a, b = torch.ones(2, 3), torch.full((4, 3), 2.0)
+    out = pad_tensors([a, b], [1, 4])
+    assert out.shape == (2, 4, 3) and out[0, 0].tolist() == [1.0] * 3 and out[0, 1:].abs().sum() == 0
+    assert torch.equal(out[1], b)

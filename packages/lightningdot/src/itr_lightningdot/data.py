@@ -20,19 +20,11 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from itr_common.data.batching import pad_tensors
 from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb
 from itr_common.errors import fail, require_dir
 from itr_common.fileio import read_json
 from itr_lightningdot.model import IMG_CLS_ID
-
-
-def pad_tensors(tensors: Sequence[Tensor], lens: Sequence[int] | None = None) -> Tensor:
-    """B x (T_b, D) -> (B, max T, D) zero padded."""
-    lens = [t.size(0) for t in tensors] if lens is None else list(lens)
-    out = torch.zeros(len(tensors), max(lens), tensors[0].size(-1), dtype=tensors[0].dtype)
-    for i, (t, n) in enumerate(zip(tensors, lens)):
-        out[i, :n] = t[:n]
-    return out
 
 
 class ImageDbGroup:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from itr_common.config import apply_config, load_config
+from itr_common.config import apply_config, load_config, pair_train_dbs, require_config_values
 from itr_common.errors import ArgumentParser, UserError, fail, require_file
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
@@ -249,16 +249,8 @@ def check_train_args(args: argparse.Namespace) -> None:
              "config.json/model.pt pair the original never released; not supported")
     if args.caption_score_weight and not args.itm_global_file:
         fail("caption_score_weight: expected itm_global_file (generated captions per image) when the weight is > 0")
-    for key in ("train_txt_dbs", "train_img_dbs", "val_txt_db", "val_img_db"):
-        if not getattr(args, key):
-            fail(f"{key}: expected it in --config or on the command line, found none")
-    if isinstance(args.train_txt_dbs, str):
-        args.train_txt_dbs = [args.train_txt_dbs]
-    if isinstance(args.train_img_dbs, str):
-        args.train_img_dbs = [args.train_img_dbs]
-    if len(args.train_txt_dbs) != len(args.train_img_dbs):
-        fail(f"train_txt_dbs/train_img_dbs: expected one img_db per txt_db, found {len(args.train_txt_dbs)} and "
-             f"{len(args.train_img_dbs)}")
+    require_config_values(args, ("train_txt_dbs", "train_img_dbs", "val_txt_db", "val_img_db"))
+    pair_train_dbs(args)
     if bool(args.test_txt_db) != bool(args.test_img_db):
         fail("test_txt_db/test_img_db: expected both or neither")
     check_db_dirs(args, ("train_txt_dbs", "train_img_dbs", "val_txt_db", "val_img_db", "test_txt_db", "test_img_db"))

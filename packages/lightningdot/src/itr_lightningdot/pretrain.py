@@ -339,7 +339,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--neg_size", default=128, type=int, help="(MRM-NCE; not implemented in the original)")
     p.add_argument("--nce_temp", default=1.0, type=float, help="(MRM-NCE)")
     p.add_argument("--itm_neg_prob", default=0.5, type=float, help="(UNITER ITM; CMR uses in-batch negatives)")
-    p.add_argument("--itm_ot_lambda", default=0.0, type=float, help="(OT; not used by the bi-encoder)")
+    p.add_argument("--itm_ot_lambda", default=0.0, type=float, help="(OT; must be 0: the original's OT branch crashed)")
     p.add_argument("--ot_pos_only", action="store_true", help="(OT)")
     p.add_argument("--max_txt_len", type=int, default=60, help="captions longer than this are dropped")
     p.add_argument("--conf_th", type=float, default=0.2, help="threshold for dynamic bounding boxes (-1: fixed)")

@@ -124,7 +124,7 @@ class UniterScorer:
         self.pairs_scored = 0
 
     def _batch(self, ids: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        from itr_lightningdot.data import pad_tensors
+        from itr_common.data.batching import pad_tensors
 
         feats, poss = zip(*(self.img_db[n] for n in names))
         nbbs = [f.size(0) for f in feats]

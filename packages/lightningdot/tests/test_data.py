@@ -108,3 +108,15 @@ def test_pad_tensors_keeps_the_first_rows_and_zero_pads():
     out = pad_tensors([a, b], [1, 4])
     assert out.shape == (2, 4, 3) and out[0, 0].tolist() == [1.0] * 3 and out[0, 1:].abs().sum() == 0
     assert torch.equal(out[1], b)
+
+
+def test_db_mappings_replace_only_a_leading_prefix():
+    import argparse
+
+    from itr_lightningdot.options import map_db_dirs, map_db_path
+
+    args = argparse.Namespace(pretrain_mapping=None, txt_db_mapping="/data/db", img_db_mapping="/data/img",
+                              train_txt_dbs=["/db/a.db", "x/db/b.db"], val_img_db="/img/flickr30k", n=3)
+    assert map_db_path(args, "/pretrain/c.db") == "/pretrain/c.db"
+    map_db_dirs(args)
+    assert args.train_txt_dbs == ["/data/db/a.db", "x/db/b.db"] and args.val_img_db == "/data/img/flickr30k"

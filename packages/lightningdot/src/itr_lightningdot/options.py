@@ -143,15 +143,20 @@ def resolve_bundled(path: str | None) -> str | None:
     return path
 
 
+def map_db_path(args: argparse.Namespace, value: str) -> str:
+    """One path with a leading /pretrain, /db or /img replaced by its ``*_mapping`` (when set)."""
+    for prefix, target in (("/pretrain", args.pretrain_mapping), ("/db", args.txt_db_mapping),
+                           ("/img", args.img_db_mapping)):
+        if target and value.startswith(prefix):
+            return value.replace(prefix, target, 1)
+    return value
+
+
 def map_db_dirs(args: argparse.Namespace) -> None:
     """The original ``map_db_dirs``: prefix substitution of /pretrain, /db, /img in every path value."""
-    subs = (("/pretrain", args.pretrain_mapping), ("/db", args.txt_db_mapping), ("/img", args.img_db_mapping))
 
     def mapped(value: str) -> str:
-        for prefix, target in subs:
-            if target and value.startswith(prefix):
-                return value.replace(prefix, target, 1)
-        return value
+        return map_db_path(args, value)
 
     for key, value in list(vars(args).items()):
         if isinstance(value, str):

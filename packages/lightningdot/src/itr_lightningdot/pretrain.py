@@ -53,7 +53,7 @@ from itr_lightningdot.data import ImageDbGroup, _text_inputs, image_batch, move_
 from itr_lightningdot.losses import BiEncoderNllLoss, calc_loss
 from itr_lightningdot.model import BiEncoder
 from itr_lightningdot.optim import linear_factor
-from itr_lightningdot.options import CLS_CONCAT, map_db_dirs, parse_with_config, resolve_bundled
+from itr_lightningdot.options import CLS_CONCAT, map_db_dirs, map_db_path, parse_with_config, resolve_bundled
 
 LOGGER = logging.getLogger("itr_lightningdot.pretrain")
 TASKS = ("itm", "mlm", "mrfr", "mrckl", "mrc")
@@ -423,7 +423,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         for dset in getattr(args, key) or []:
             if isinstance(dset, dict):
                 for sub in ("db", "img"):
-                    dset[sub] = [_mapped(args, v) for v in dset.get(sub, [])]
+                    dset[sub] = [map_db_path(args, v) for v in dset.get(sub, [])]
     if not args.output_dir:
         fail("output_dir: expected a directory for checkpoints and logs, found none")
     _check_datasets(args.train_datasets, "train_datasets", True)
@@ -462,14 +462,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not Path(args.txt_model_config).exists():
         fail(f"txt_model_config: expected a local BERT directory or config json, found '{args.txt_model_config}'")
     return args
-
-
-def _mapped(args: argparse.Namespace, value: str) -> str:
-    for prefix, target in (("/pretrain", args.pretrain_mapping), ("/db", args.txt_db_mapping),
-                           ("/img", args.img_db_mapping)):
-        if target and value.startswith(prefix):
-            return value.replace(prefix, target, 1)
-    return value
 
 
 # --------------------------------------------------------------------------------------------- training

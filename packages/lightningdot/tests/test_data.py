@@ -57,6 +57,8 @@ def test_hard_negative_modes_pick_from_the_models_own_ranking():
     assert set(window["t0"]) <= {f"i{k}" for k in range(10, 20)} and len(set(window["t0"])) == 3
     window, _ = sample_hard_negatives(ranked_img, {}, mappings, 3, "20-30", rng)
     assert set(window["t0"]) <= {f"i{k}" for k in range(20, 30)}
+    wide, _ = sample_hard_negatives(ranked_img, {}, mappings, 15, "10-20", rng)  # K > window: the whole window +
+    assert len(set(wide["t0"])) == 15 and {f"i{k}" for k in range(10, 20)} <= set(wide["t0"])  # distinct others
     sampled, _ = sample_hard_negatives(ranked_img, {}, mappings, 3, "random", rng)
     assert set(sampled["t0"]) <= set(pool) and "a" not in sampled["t0"]
 

@@ -289,7 +289,11 @@ def sample_hard_negatives(
         elif mode in ("10-20", "20-30"):
             lo = 10 if mode == "10-20" else 20
             window = pool[lo:lo + 10]
-            chosen = rng.sample(window, k) if len(window) >= k else window + rng.sample(pool, k - len(window))
+            if len(window) >= k:
+                chosen = rng.sample(window, k)
+            else:  # the whole window, then distinct others from the pool
+                rest = [c for c in pool if c not in window]
+                chosen = window + rng.sample(rest, min(k - len(window), len(rest)))
         else:
             chosen = rng.sample(pool, k) if len(pool) >= k else [rng.choice(pool) for _ in range(k)]
         if len(chosen) < k:

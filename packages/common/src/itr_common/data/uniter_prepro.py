@@ -336,7 +336,9 @@ def _pool_map(jobs: list[tuple[str, ImgdirOptions, bool]], nproc: int) -> Iterat
     if nproc <= 1 or len(jobs) <= 1:
         yield from map(_load, jobs)
         return
-    with multiprocessing.get_context("fork").Pool(nproc) as pool:
+    # spawn, not fork: a fork of a process that already runs threads (torch's pools, tqdm's monitor) can
+    # inherit a held lock and hang forever in the child (seen in the test suite)
+    with multiprocessing.get_context("spawn").Pool(nproc) as pool:
         yield from pool.imap(_load, jobs, chunksize=max(1, min(128, len(jobs) // (4 * nproc))))
 
 

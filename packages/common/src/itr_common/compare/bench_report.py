@@ -10,6 +10,7 @@ measured in the same run (read from what each benchmark wrote; nothing is re-mea
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,24 @@ def _find(obj: Any, key: str) -> Any:
 
 
 def _settings(record: dict[str, Any]) -> dict[str, Any]:
-    config = record.get("config")
-    if isinstance(config, dict):
-        return {k: v for k, v in config.items() if isinstance(v, int | float | str | bool) or v is None}
-    return {}
+    """The benchmark's flags (its ``config``), else its top-level scalar fields."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else record
+    return {k: v for k, v in config.items() if isinstance(v, int | float | str | bool) or v is None}
+
+
+def _meta(record: dict[str, Any]) -> dict[str, Any]:
+    """Machine, device, torch, threads, model: what the run recorded first, then the flags it was given."""
+    outside = {k: v for k, v in record.items() if k != "config"}
+    meta = {}
+    for key in META_KEYS:
+        value = _find(outside, key)
+        if value is None:
+            value = _find(record.get("config"), key)
+        if value is not None:
+            meta[key] = value
+    if meta.get("threads") == 0:
+        meta["threads"] = "library default"
+    return meta
 
 
 def claims(benches: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -90,14 +105,20 @@ def gather(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def build_report(benches: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    meta = {name: {k: _find(rec, k) for k in META_KEYS if _find(rec, k) is not None} for name, rec in benches.items()}
-    return {"host": {"platform": platform.platform(), "python": platform.python_version()},
+    import torch
+
+    meta = {name: _meta(rec) for name, rec in benches.items()}
+    return {"host": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
             "benchmarks": {name: {"meta": meta[name], "settings": _settings(rec)} for name, rec in benches.items()},
             "claims": claims(benches), "raw": benches}
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    lines = ["# Benchmark report", "", f"Host: {report['host']['platform']}, Python {report['host']['python']}", "",
+    host = report["host"]
+    lines = ["# Benchmark report", "",
+             f"Host (where this report was gathered): {host['platform']}, Python {host['python']}, torch "
+             f"{host['torch']}, {host['cpu_count']} CPUs, torch default threads {host['torch_threads']}", "",
              "## Benchmarks", "", "| benchmark | machine / device | torch | threads | model | settings |",
              "|---|---|---|---|---|---|"]
     for name, bench in report["benchmarks"].items():

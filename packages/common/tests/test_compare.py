@@ -161,3 +161,25 @@ def test_bench_report_gathers_ratios(tmp_path, capsys):
     assert "| ALADIN | cross-encoder / matching head | gallery 100 | 50.0x |" in md
     assert md in capsys.readouterr().out
     check_usage_error(bench_report.main, [str(tmp_path / "nothing")], "nothing")
+
+
+def test_plan_covers_every_row_with_existing_scripts(tmp_path):
+    world = tmp_path / "world"
+    (world / "bert").mkdir(parents=True)
+    (world / "world.json").write_text(json.dumps({"config": {"feat_dim": 64}}))
+    (world / "bert/config.json").write_text(json.dumps({"vocab_size": 300}))
+    root = cli.repo_root()
+    jobs = plan.build_plan(root, world, tmp_path / "out", sys.executable)
+    assert sorted(row for job in jobs for row in job.results) == sorted(plan.ROWS)
+    names = [job.name for job in jobs]
+    assert all(set(job.needs) <= set(names[:names.index(job.name)]) for job in jobs)  # needs run first
+    for job in jobs:
+        for cmd in job.commands:
+            script = cmd.argv[1]
+            assert cmd.cwd.is_dir(), cmd.cwd
+            assert script == "-m" or (cmd.cwd / script).is_file(), (job.name, script)
+            assert "--img_dim" not in cmd.argv or cmd.argv[cmd.argv.index("--img_dim") + 1] == "64"
+    # LightningDOT's tiny BERT configs follow the world's vocabulary; the other configs are links
+    config = tmp_path / "out/lightningdot/work/config"
+    assert json.loads((config / "bert_tiny.json").read_text())["vocab_size"] == 300
+    assert (config / "flickr30k_eval_tiny_config.json").is_symlink()

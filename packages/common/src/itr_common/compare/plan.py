@@ -58,11 +58,28 @@ def _link(path: Path, target: Path) -> None:
 
 
 def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
-    """A work folder where the package's tiny configs find ``synthetic/...`` (the shared world) and ``config/``."""
+    """A work folder where the package's tiny configs find ``synthetic/...`` (the shared world) and ``config/``.
+
+    ``config/`` links every file of the package's config folder, except the tiny BERT-style model configs
+    (those with a ``vocab_size``), which are copied with the world's vocabulary size: larger worlds (``--size``)
+    have more words than the tiny one the configs were written for.
+    """
     work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    config = work / "config"
+    if config.is_symlink() or config.is_file():
+        config.unlink()
+    config.mkdir(parents=True, exist_ok=True)
     _link(work / "synthetic", world.resolve())
-    _link(work / "config", (pkg / "config").resolve())
+    vocab = json.loads((world / "bert" / "config.json").read_text())["vocab_size"]
+    for src in sorted((pkg / "config").iterdir()):
+        target = config / src.name
+        data = json.loads(src.read_text()) if src.name.endswith("_tiny.json") else None
+        if isinstance(data, dict) and "vocab_size" in data:
+            if target.is_symlink():
+                target.unlink()
+            target.write_text(json.dumps({**data, "vocab_size": vocab}, indent=2) + "\n")
+        else:
+            _link(target, src.resolve())
     return work
 
 

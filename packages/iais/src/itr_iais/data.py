@@ -34,19 +34,11 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
+from itr_common.data.batching import pad_tensors
 from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb, get_ids_and_lens
 from itr_common.errors import fail
 
 Batch = dict[str, Any]
-
-
-def pad_tensors(tensors: Sequence[Tensor], lens: Sequence[int] | None = None) -> Tensor:
-    """Stack (n_i, D) tensors into (B, max n_i, D), zero padded."""
-    lens = [t.size(0) for t in tensors] if lens is None else list(lens)
-    out = torch.zeros(len(tensors), max(lens), tensors[0].size(-1), dtype=tensors[0].dtype)
-    for i, (tensor, length) in enumerate(zip(tensors, lens)):
-        out[i, :length] = tensor[:length]
-    return out
 
 
 def get_gather_index(txt_lens: Sequence[int], num_bbs: Sequence[int], max_txt_len: int, out_size: int) -> Tensor:

@@ -95,13 +95,15 @@ def test_run_jobs_reports_failed_and_skipped_runs(tmp_path, monkeypatch):
             plan.Job("after", "p", [plan.Command(_writer(tmp_path / "c.json", 3.0), tmp_path)],
                      {rows[2]: tmp_path / "c.json"}, needs=("bad",))]
     lines: list[str] = []
-    records = cli.run_jobs(jobs, tmp_path, sys.executable, log=lambda s, **_: lines.append(s))
+    left_out = [plan.Job("other", "p", [fail_cmd], {plan.ROWS[3]: tmp_path / "d.json"})]
+    records = cli.run_jobs(jobs, tmp_path, sys.executable, log=lambda s, **_: lines.append(s), left_out=left_out)
     assert len(lines) == 3 and all("left" in line for line in lines)
     assert len(records) == len(plan.ROWS)  # every row of the table, run or not
     status = {(r["method"], r["variant"]): r["status"] for r in records}
     assert status[rows[0]] == "ok" and status[rows[1]].startswith("failed: exit 3")
     assert status[rows[2]] == "skipped: needs bad"
-    assert all(status[r].startswith("missing") for r in plan.ROWS[3:])
+    assert status[plan.ROWS[3]] == "not run (--only)"
+    assert all(status[r].startswith("missing") for r in plan.ROWS[4:])
     assert records[0]["eval_s"] > 0
     md = cli.write_outputs(records, tmp_path, "SYNTHETIC", {})
     assert "skipped: needs bad" in md and (tmp_path / "table.csv").is_file()

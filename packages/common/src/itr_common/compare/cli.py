@@ -40,8 +40,12 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print) -> list[dict[str, Any]]:
-    """Run every job in order; returns one record per table row (status, times, result, checkpoint)."""
+def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
+             left_out: list[planmod.Job] = ()) -> list[dict[str, Any]]:
+    """Run every job in order; returns one record per table row (status, times, result, checkpoint).
+
+    ``left_out``: jobs of the plan not selected (``--only``); their rows say so.
+    """
     env = planmod.child_env(python)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     status: dict[str, str] = {}
@@ -81,7 +85,8 @@ def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print) -> list
         log(f"[{k}/{len(jobs)}] {job.name}: {status[job.name]} in {_fmt_s(time.time() - t0)}; "
             f"elapsed {_fmt_s(elapsed)}, about {_fmt_s(left)} left", flush=True)
     records = []
-    owner = {row: job for job in jobs for row in job.results}
+    status.update({job.name: "not run (--only)" for job in left_out})
+    owner = {row: job for job in [*jobs, *left_out] for row in job.results}
     for method, variant in planmod.ROWS:
         row = (method, variant)
         job = owner.get(row)
@@ -183,9 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.only) - {j.name for j in jobs})
         if unknown:
             fail(f"--only: expected job names among {', '.join(j.name for j in jobs)}, found {', '.join(unknown)}")
+        left_out = [j for j in jobs if j.name not in args.only]
         jobs = [j for j in jobs if j.name in args.only]
+    else:
+        left_out = []
     (out / "results").mkdir(exist_ok=True)
-    records = run_jobs(jobs, out, sys.executable)
+    records = run_jobs(jobs, out, sys.executable, left_out=left_out)
     seconds = time.time() - start
     meta = _meta(args, world, seconds)
     title = f"SYNTHETIC world ({args.size}), not the papers' data: {len(records)} rows, {_fmt_s(seconds)} in all"

@@ -49,6 +49,9 @@ NEEDS: dict[str, list[Need]] = {
     "lightningdot": [
         Need("data", "lightningdot/data/db/itm_flickr30k_test_base-cased.db/data.mdb", "txt_db, Flickr30K test"),
         Need("data", "lightningdot/data/img/flickr30k/nbb_th0.2_max100_min10.json", "img_db, Flickr30K"),
+        Need("data", "lightningdot/data/meta/flickr_meta.json", "itm_global_file of the eval config"),
+        Need("data", "bert-base-cased/config.json", "local bert-base-cased (the config names the hub model)"),
+        Need("data", "bert-base-cased/vocab.txt", "its vocabulary"),
         Need("ckpt", "lightningdot/flickr-ft.pt", "LightningDOT fine-tuned on Flickr30K"),
     ],
     "aladin": [
@@ -96,7 +99,8 @@ def commands(data_root: Path, ck: Path, out: Path, root: Path, python: str) -> d
         "lightningdot": [([str(bin_dir / "lightningdot-reproduce"),
                            "--checkpoint", str(ck / "lightningdot/flickr-ft.pt"),
                            "--eval_config", "config/flickr30k_eval_config.json", "--row", "flickr-ft",
-                           "--output_dir", str(out / "lightningdot")], ld_work)],
+                           "--output_dir", str(out / "lightningdot"),
+                           "--", "--txt_model_config", str(data_root / "bert-base-cased")], ld_work)],
         "aladin": [([str(bin_dir / "aladin-reproduce"), "--data_dir", str(data_root / "vinvl/coco_ir"),
                      "--img_feat_file", str(data_root / "vinvl/features/features.tsv"),
                      "--eval_model_dir", str(ck / "aladin/checkpoint-0132780"),

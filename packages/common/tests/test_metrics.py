@@ -325,3 +325,19 @@ def test_chance_recalls_hand_case_and_random_scores():
         sims = rng.standard_normal((20, 100))
         rsums.append(sum(i2t(sims)[:3]) + sum(t2i(sims)[:3]))
     assert np.mean(rsums) == pytest.approx(twenty["rsum"], abs=4.0)  # 200 draws of std ~27: s.e. ~1.9
+
+
+def test_record_latency_spreads_compute_time_over_both_directions_queries():
+    from itr_common.errors import UserError
+    from itr_common.metrics import LATENCY_KEY, RetrievalResult
+
+    result = RetrievalResult((1, 2, 3, 1, 1), (1, 2, 3, 1, 1), "f30k", n_images=10, n_captions=50)
+    assert result.record_latency(0.3) is result
+    assert result.extras["compute_s"] == 0.3
+    assert result.extras[LATENCY_KEY] == pytest.approx(1000 * 0.3 / 60)  # 10 image + 50 caption queries
+    assert RetrievalResult.from_dict(result.to_dict()).extras[LATENCY_KEY] == result.extras[LATENCY_KEY]
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(UserError, match="compute_s"):
+            result.record_latency(bad)
+    with pytest.raises(UserError, match="n_images"):
+        RetrievalResult((1, 2, 3, 1, 1), (1, 2, 3, 1, 1), "f30k").record_latency(1.0)

@@ -28,6 +28,7 @@ float32/float64 CPU tensor; other dtypes and devices are converted (one copy).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ Metrics = tuple[float, float, float, float, float]
 
 METRIC_NAMES: tuple[str, ...] = ("r1", "r5", "r10", "medr", "meanr")
 RESULT_FORMAT = "itr_common.retrieval_result/1"
+# extras key of the per-query latency (ms) an evaluation measured (RetrievalResult.record_latency)
+LATENCY_KEY = "latency_ms_per_query"
 DEFAULT_CHUNK_ROWS = 64
 
 PROTOCOLS: dict[str, str] = {
@@ -392,6 +395,22 @@ class RetrievalResult:
         ]
         return "\n".join(lines)
 
+    def record_latency(self, compute_s: float) -> RetrievalResult:
+        """Store the time the evaluation spent encoding and scoring (model and data already loaded).
+
+        ``extras["compute_s"]`` is that time; ``extras["latency_ms_per_query"]`` spreads it over every query
+        of both directions (``n_images + n_captions``), the per-query figure of ALADIN's rsum-latency plot
+        and of ``itr-reproduce``'s table. Returns ``self``.
+        """
+        if not isinstance(compute_s, int | float) or not math.isfinite(compute_s) or compute_s < 0:
+            fail(f"compute_s: expected a finite number of seconds >= 0, found {compute_s!r}")
+        queries = (self.n_images or 0) + (self.n_captions or 0)
+        if queries < 1:
+            fail("record_latency: expected a result with n_images and n_captions set, found none")
+        self.extras["compute_s"] = float(compute_s)
+        self.extras[LATENCY_KEY] = 1000.0 * float(compute_s) / queries
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record (layout in the class docstring)."""
         return {
@@ -655,6 +674,7 @@ def evaluate_embeddings(
 __all__ = [
     "COCO_5K_PROTOCOL",
     "COCO_FOLD5_PROTOCOL",
+    "LATENCY_KEY",
     "FLICKR_PROTOCOL",
     "METRIC_NAMES",
     "PROTOCOLS",

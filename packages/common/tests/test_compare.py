@@ -68,6 +68,9 @@ def test_param_count_from_a_checkpoint(tmp_path):
     assert table.count_params(str(tmp_path / "scan.pth.tar")) == 17
     assert table.count_params(str(tmp_path / "plain.pt")) == 4
     assert table.count_params(str(tmp_path / "none.pt")) is None
+    # an ensemble / a retriever and its re-ranker: the parameters add up; one unreadable file makes it unknown
+    assert table.count_params([str(tmp_path / "scan.pth.tar"), str(tmp_path / "plain.pt")]) == 21
+    assert table.count_params([str(tmp_path / "scan.pth.tar"), str(tmp_path / "none.pt")]) is None
 
 
 def test_plot_writes_a_png_of_the_timed_rows(tmp_path):
@@ -185,3 +188,13 @@ def test_plan_covers_every_row_with_existing_scripts(tmp_path):
     config = tmp_path / "out/lightningdot/work/config"
     assert json.loads((config / "bert_tiny.json").read_text())["vocab_size"] == 300
     assert (config / "flickr30k_eval_tiny_config.json").is_symlink()
+    # every row has its checkpoint(s) for the parameter count; the ensemble and the re-ranker count two models,
+    # and their training time is that of both models they are made of
+    assert {row for job in jobs for row in job.checkpoints} == set(plan.ROWS)
+    by_row = {row: ck for job in jobs for row, ck in job.checkpoints.items()}
+    assert len(by_row[("DIME", "ensemble")]) == 2 and len(by_row[("LightningDOT", "+UNITER re-rank top 20")]) == 2
+    trained_for = {row: {job.name for job in jobs for cmd in job.commands if cmd.kind == "train"
+                         and row in (cmd.rows or tuple(job.results))} for row in plan.ROWS}
+    assert trained_for[("DIME", "ensemble")] == {"dime-i2t", "dime-t2i"}
+    assert trained_for[("LightningDOT", "+UNITER re-rank top 20")] == {"lightningdot", "iais-none"}
+    assert all(trained_for[row] for row in plan.ROWS)

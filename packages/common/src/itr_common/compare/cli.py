@@ -40,6 +40,13 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def _checkpoint_ref(paths: Path | tuple[Path, ...] | None) -> str | list[str] | None:
+    """A row's checkpoint(s) as the record stores them: one path, or a list whose parameters add up."""
+    if paths is None:
+        return None
+    return [str(p) for p in paths] if isinstance(paths, tuple) else str(paths)
+
+
 def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
              left_out: list[planmod.Job] = ()) -> list[dict[str, Any]]:
     """Run every job in order; returns one record per table row (status, times, result, checkpoint).
@@ -95,7 +102,7 @@ def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
             rec["status"] = "missing: no run in the plan"
         else:
             rec.update(status=status.get(job.name, "missing: not run"), result=str(job.results[row]),
-                       checkpoint=str(job.checkpoints[row]) if row in job.checkpoints else None, job=job.name)
+                       checkpoint=_checkpoint_ref(job.checkpoints.get(row)), job=job.name)
         records.append(rec)
     return records
 

@@ -43,7 +43,9 @@ class Job:
     commands: list[Command]
     results: dict[tuple[str, str], Path] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
-    checkpoints: dict[tuple[str, str], Path] = field(default_factory=dict)  # for the parameter count
+    # the checkpoint(s) of each row, for the parameter count (several: an ensemble or a two-stage pipeline,
+    # whose parameters add up)
+    checkpoints: dict[tuple[str, str], Path | tuple[Path, ...]] = field(default_factory=dict)
 
 
 def world_feat_dim(world: Path) -> int:
@@ -114,7 +116,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     jobs.append(Job("dime-eval", "dime", evals,
                     {("DIME", v): res / f"dime-{v}.json" for v in ("i2t", "t2i", "ensemble")},
                     needs=("dime-i2t", "dime-t2i"),
-                    checkpoints={("DIME", "i2t"): ck["i2t"], ("DIME", "t2i"): ck["t2i"]}))
+                    checkpoints={("DIME", "i2t"): ck["i2t"], ("DIME", "t2i"): ck["t2i"],
+                                 ("DIME", "ensemble"): (ck["i2t"], ck["t2i"])}))
 
     # ---- SelfAlign: CAMERA and VSRN, each with --selfalign 0 (the baseline, same code) and 1
     s_out = out / "selfalign"
@@ -149,18 +152,20 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
         [py, "-m", "itr_iais.pretrain_itm", "--txt_db", "synthetic/txt_db/itm_flickr30k_train.db",
          "--img_db", "synthetic/img_db/flickr30k", "--model_config", "synthetic/pretrained/uniter-tiny.json",
          "--output", "output/pretrained/uniter-tiny-itm.pt"], i_work, "prep")]))
+    bi, rr = ("LightningDOT", "bi-encoder"), ("LightningDOT", "+UNITER re-rank top 20")
     for flag, label in (("False", "no IAIS"), ("singular", "IAIS singular"), ("distributed", "IAIS distributed")):
         tag = {"False": "none"}.get(flag, flag)
         row = ("UNITER-ITM (hard negatives)", label)
         ckpt = f"output/itm/{tag}/ckpt/model_step_500_final.pt"
+        train_rows = (row, rr) if tag == "none" else (row,)  # the no-IAIS model is also the re-ranker
         jobs.append(Job(f"iais-{tag}", "iais", [
             Command([py, str(iais / "train_itm_hard_negatives.py"), "--config", "config/train-itm-flickr-tiny-hn.json",
-                     "--IAIS", flag, "--output_dir", f"output/itm/{tag}"], i_work, "train"),
+                     "--IAIS", flag, "--output_dir", f"output/itm/{tag}"], i_work, "train", train_rows),
             Command([py, str(iais / "inf_itm.py"), "--txt_db", "synthetic/txt_db/itm_flickr30k_test.db",
                      "--img_db", "synthetic/img_db/flickr30k", "--checkpoint", ckpt,
                      "--model_config", "synthetic/pretrained/uniter-tiny.json",
                      "--output_dir", f"output/inf_itm/{tag}"],
-                    i_work, "eval")],
+                    i_work, "eval", (row,))],
             {row: i_work / f"output/inf_itm/{tag}/retrieval_result.json"}, needs=("iais-pretrain",),
             checkpoints={row: i_work / ckpt}))
 
@@ -168,24 +173,24 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     # model fine-tuned above (hard negatives, no IAIS)
     ld = pk / "lightningdot"
     l_work = uniter_workdir(out / "lightningdot", world, ld)
-    bi = ("LightningDOT", "bi-encoder")
     jobs.append(Job("lightningdot", "lightningdot", [
-        Command([py, str(ld / "pretrain.py"), "--config", "config/pretrain-tiny.json"], l_work, "train"),
+        Command([py, str(ld / "pretrain.py"), "--config", "config/pretrain-tiny.json"], l_work, "train", (bi, rr)),
         Command([py, str(ld / "train_itm.py"), "--config", "config/flickr30k_ft_tiny_config.json",
-                 "--biencoder_checkpoint", "output/pretrain_tiny/ckpt/model_step_400.pt"], l_work, "train"),
+                 "--biencoder_checkpoint", "output/pretrain_tiny/ckpt/model_step_400.pt"], l_work, "train", (bi, rr)),
         Command([py, str(ld / "eval_itm.py"), "config/flickr30k_eval_tiny_config.json",
                  "output/flickr_tiny/biencoder.best.pt", "--splits", "test", "--output_dir", "output/eval"],
-                l_work, "eval")],
+                l_work, "eval", (bi,))],
         {bi: l_work / "output/eval/retrieval_result_test.json"},
         checkpoints={bi: l_work / "output/flickr_tiny/biencoder.best.pt"}))
-    rr = ("LightningDOT", "+UNITER re-rank top 20")
     jobs.append(Job("lightningdot-rerank", "lightningdot", [
         Command([py, str(ld / "rerank.py"), "--config", "config/flickr30k_eval_tiny_config.json",
                  "--biencoder_checkpoint", "output/flickr_tiny/biencoder.best.pt",
                  "--uniter_checkpoint", str(i_work / "output/itm/none/ckpt/model_step_500_final.pt"),
                  "--uniter_config", "synthetic/pretrained/uniter-tiny.json", "--thresholds", "20",
                  "--output_dir", "output/rerank"], l_work, "eval")],
-        {rr: l_work / "output/rerank/retrieval_result_rerank20.json"}, needs=("lightningdot", "iais-none")))
+        {rr: l_work / "output/rerank/retrieval_result_rerank20.json"}, needs=("lightningdot", "iais-none"),
+        checkpoints={rr: (l_work / "output/flickr_tiny/biencoder.best.pt",
+                          i_work / "output/itm/none/ckpt/model_step_500_final.pt")}))
 
     # ---- ALADIN: the joint config (alignment head + distilled matching head), test on the whole test split
     al = pk / "aladin" / "alad"

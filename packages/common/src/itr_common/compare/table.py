@@ -32,8 +32,14 @@ def load_result(ref: str) -> RetrievalResult:
     return RetrievalResult.from_dict(data, source=ref)
 
 
-def count_params(path: str | None) -> int | None:
-    """Tensor elements of the model state dict in a checkpoint file (None when it cannot be read)."""
+def count_params(path: str | list[str] | None) -> int | None:
+    """Tensor elements of the model state dict in a checkpoint file (None when it cannot be read).
+
+    A list of files (an ensemble, or a retriever and its re-ranker) counts the sum, or None if any is unreadable.
+    """
+    if isinstance(path, list):
+        counts = [count_params(p) for p in path]
+        return None if not counts or None in counts else sum(counts)
     if not path or not Path(path).is_file():
         return None
     try:

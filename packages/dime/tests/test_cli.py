@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import time
 
 import pytest
 from dime_testlib import PACKAGE_DIR, PYTHON, python_env, train_argv
@@ -59,14 +60,20 @@ def test_evaluate_single_model_flickr(trained, world, tmp_path, capsys):
     from itr_dime.evaluate_models import evaluate
 
     out = tmp_path / "result.json"
+    start = time.perf_counter()
     result = evaluate(["--model_path", str(trained["f30k_precomp/i2t"]), "--data_path", str(world / "data"),
                    "--split", "test", "--shard_size", "7", "--out", str(out)])
+    wall = time.perf_counter() - start
     printed = capsys.readouterr().out
     assert "Protocol: 1k" in printed and "rsum:" in printed and "Image to text:" in printed
     record = json.loads(out.read_text())
     assert record["protocol"] == "1k" and record["n_images"] == 20 and record["n_captions"] == 100
     assert record["rsum"] == pytest.approx(sum(result.i2t[:3]) + sum(result.t2i[:3]))
     assert f"rsum: {result.rsum:.2f}" in printed
+    # the encode + score time, model loading excluded: below the call's wall time, spread over 120 queries
+    extras = record["extras"]
+    assert extras["latency_ms_per_query"] > 0 and 0 < extras["compute_s"] < wall
+    assert extras["latency_ms_per_query"] == pytest.approx(1000 * extras["compute_s"] / 120)
 
 
 def test_shard_size_does_not_change_the_scores(trained):

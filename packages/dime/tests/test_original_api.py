@@ -4,6 +4,7 @@ ensemble ``i2t`` / ``t2i``, and ``python evaluation_models.py`` with the paths e
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -155,7 +156,12 @@ def test_python_evaluation_models_py_with_edited_paths(trained, world, tmp_path)
     proc = subprocess.run([PYTHON, script.name], cwd=copy, capture_output=True, text=True, env=python_env(),
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "rsum:" in proc.stdout and (copy / "dime_result_1k.json").is_file()
+    # the result goes beside the (first) checkpoint, not into the folder the script runs from
+    result = trained["f30k_precomp/i2t"].parent / "dime_result_ensemble_1k.json"
+    assert "rsum:" in proc.stdout and result.is_file() and str(result) in proc.stdout
+    assert sorted(p.name for p in copy.iterdir()) == ["evaluation_models.py"]
+    assert json.loads(result.read_text())["extras"]["latency_ms_per_query"] > 0
+    result.unlink()
     assert "Flickr30K_DIME_it" not in proc.stdout + proc.stderr
 
     shutil.rmtree(copy)

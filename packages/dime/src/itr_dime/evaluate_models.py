@@ -5,17 +5,20 @@
         --model_path2 runs/coco_t2i/model_best.pth.tar --data_path $DATA_PATH --split testall --fold5
 
 Defaults are the script's first (uncommented) line: the Flickr30K i2t model, split ``test``, no fold5.
-Prints R@1/5/10, medr, meanr both ways, the (correct) rsum and the protocol; writes a JSON result.
+Prints R@1/5/10, medr, meanr both ways, the (correct) rsum and the protocol; writes a JSON result (default:
+beside the checkpoint) whose extras hold the encode + score time (``compute_s``, ``latency_ms_per_query``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from itr_common.errors import ArgumentParser, cli_entry
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.validation import check_device, check_value, integer, require_writable
+from itr_dime.evaluation import protocol_for
 from itr_dime.evaluation_models import EvalSettings, evalrank
 
 DEFAULT_MODEL = "pretrain_model/flickr/Flickr30K_DIME_it.pth.tar"
@@ -36,8 +39,14 @@ def build_parser(prog: str = "evaluate_models.py") -> ArgumentParser:
     add("--workers", type=int, default=0, help="data loader workers")
     add("--device", default=None, help="cpu | cuda | cuda:N")
     add("--fp16", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
-    add("--out", default=None, help="JSON result path (default: dime_result_<protocol>.json)")
+    add("--out", default=None, help="JSON result path (default: dime_result_<protocol>.json, or "
+        "dime_result_ensemble_<protocol>.json, next to --model_path)")
     return parser
+
+
+def default_out(model_path: str, protocol: str, ensemble: bool) -> Path:
+    """``<checkpoint dir>/dime_result[_ensemble]_<protocol>.json``: beside the (first) evaluated checkpoint."""
+    return Path(model_path).parent / f"dime_result{'_ensemble' if ensemble else ''}_{protocol}.json"
 
 
 def run(argv: Sequence[str] | None, prog: str) -> RetrievalResult:
@@ -46,7 +55,8 @@ def run(argv: Sequence[str] | None, prog: str) -> RetrievalResult:
     for name in ("batch_size", "shard_size"):
         check_value(f"--{name}", getattr(args, name), integer(1, optional=True))
     check_value("--workers", args.workers, integer(0))
-    require_writable(args.out or "dime_result.json", "--out", kind="file")
+    out = args.out or default_out(args.model_path, protocol_for(args.split, args.fold5), bool(args.model_path2))
+    require_writable(out, "--out", kind="file")
     setup_logging()
     paths = [args.model_path] + ([args.model_path2] if args.model_path2 else [])
     settings = EvalSettings(
@@ -56,8 +66,7 @@ def run(argv: Sequence[str] | None, prog: str) -> RetrievalResult:
     )
     result = evalrank(paths, settings)
     print(result.table())
-    out = result.write_json(args.out or f"dime_result_{result.protocol}.json")
-    print(f"result written to {out}")
+    print(f"result written to {result.write_json(out)}")
     return result
 
 

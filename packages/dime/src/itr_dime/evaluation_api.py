@@ -47,7 +47,6 @@ from itr_dime.evaluation import (
     EncodedSplit,
     encode_split,
     ensemble_scores,
-    evaluate_encoded,
     model_device,
     protocol_for,
     score_matrix,
@@ -189,8 +188,7 @@ def evaluate_loaded(loaded: LoadedModels, settings: EvalSettings,
     ranks as the original's ``ranks.pth.tar``."""
     protocol = protocol_for(settings.split, settings.fold5)
     shard = settings.shard_size or loaded.shard_size
-    result, sims = evaluate_encoded(loaded.models, loaded.encoded, protocol, shard, loaded.device, settings.fp16)
-    result = loaded.describe(result)
+    result, sims = loaded.evaluate(protocol, shard, settings.fp16)
     print(result.table())
     if ranks_path is not None:
         save_atomic(first_block_ranks(loaded, sims, settings.fold5, shard), ranks_path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,7 @@ class LoadedModels:
     paths: list[str]
     device: torch.device
     split: str
+    encode_s: float = 0.0  # seconds load_and_encode spent encoding (models loaded, data opened before)
 
     @property
     def shard_size(self) -> int:
@@ -91,15 +93,28 @@ class LoadedModels:
         })
         return result
 
+    def evaluate(self, protocol: str, shard_size: int,
+                 fp16: bool = False) -> tuple[RetrievalResult, torch.Tensor | None]:
+        """Score (the mean of) the models' matrices under ``protocol``: ``(result, sims or None for fold5)``.
+
+        The result's latency (:meth:`RetrievalResult.record_latency`) is the encoding time plus this scoring
+        and ranking (every model's encoding and score matrix, and the averaging, for an ensemble).
+        """
+        start = time.perf_counter()
+        result, sims = evaluate_encoded(self.models, self.encoded, protocol, shard_size, self.device, fp16)
+        result.record_latency(self.encode_s + time.perf_counter() - start)
+        return self.describe(result), sims
+
 
 def load_and_encode(
     model_paths: Sequence[str | os.PathLike],
     settings: EvalSettings,
     encode: Callable[[DIME, argparse.Namespace], EncodedSplit] | None = None,
 ) -> LoadedModels:
-    """Load every checkpoint and encode ``settings.split`` with each (the split is opened once).
+    """Load every checkpoint (and open the split once), then encode ``settings.split`` with each model.
 
     ``encode(model, opt)``, when given, encodes the data instead (e.g. a user's data loader).
+    ``loaded.encode_s`` is the time of the encoding alone (every model loaded and the data opened first).
     """
     for name in ("batch_size", "shard_size"):
         value = getattr(settings, name)
@@ -108,6 +123,7 @@ def load_and_encode(
     device = _device(settings.device)
     loaded = LoadedModels([], [], [], [str(p) for p in model_paths], device, settings.split)
     split = None
+    tokenizers = []
     for index, path in enumerate(model_paths, start=1):
         model, opt, state = load_model(path, settings.data_path, settings.bert_path, device)
         if settings.data_name:
@@ -120,14 +136,17 @@ def load_and_encode(
             check_split_features(model, split)  # before any output: a split of another size is one error line
         logger.info("Best model %d: Epoch = %s, Eiters = %s", index, state.get("epoch"), state.get("Eiters"))
         logger.info("best_rsum: %.2f, best_r1: %.2f", float(state.get("best_rsum", 0)), float(state.get("best_r1", 0)))
+        tokenizers.append(load_bert_tokenizer(opt.bert_path) if encode is None else None)
+        loaded.models.append(model)
+        loaded.options.append(opt)
+    start = time.perf_counter()
+    for model, opt, tokenizer in zip(loaded.models, loaded.options, tokenizers, strict=True):
         if encode is not None:
             loaded.encoded.append(encode(model, opt))
         else:
-            tokenizer = load_bert_tokenizer(opt.bert_path)
             loaded.encoded.append(encode_split(model, split, tokenizer, opt.max_words, opt.batch_size,
                                                settings.workers, device, settings.fp16))
-        loaded.models.append(model)
-        loaded.options.append(opt)
+    loaded.encode_s = time.perf_counter() - start
     return loaded
 
 
@@ -135,9 +154,8 @@ def evalrank(model_paths: Sequence[str | os.PathLike], settings: EvalSettings) -
     """Evaluate one checkpoint, or the score ensemble of several, on ``settings.split``."""
     loaded = load_and_encode(model_paths, settings)
     protocol = protocol_for(settings.split, settings.fold5)
-    shard = settings.shard_size or loaded.shard_size
-    result, _ = evaluate_encoded(loaded.models, loaded.encoded, protocol, shard, loaded.device, settings.fp16)
-    return loaded.describe(result)
+    result, _ = loaded.evaluate(protocol, settings.shard_size or loaded.shard_size, settings.fp16)
+    return result
 
 
 def evalrank_single(

@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", default=None, help="real-data path: folder of the released checkpoints")
     parser.add_argument("--papers", default="dime,selfalign,iais,lightningdot,aladin",
                         help="real-data path: comma-separated papers to evaluate (default all five)")
+    parser.add_argument("--no-real-data-check", action="store_true",
+                        help="skip the closing check: the real-data path run on the world and the checkpoints just "
+                             "trained must measure the same recalls as the table (see compare/standin.py)")
     parser.add_argument("--rebuild", action="store_true",
                         help="only rebuild table.{md,csv,json} and the plot from --out's table.json (no run)")
     args = parser.parse_args(argv)
@@ -207,7 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     md = write_outputs(records, out, title, meta)
     print(md)
     print(f"\nwritten: {out}/table.md, table.csv, table.json" + (f", {meta['plot']}" if "plot" in meta else ""))
-    return 0
+    if args.only or args.no_real_data_check:
+        return 0
+    from itr_common.compare import standin
+
+    verdicts = standin.check(out, build_rows(records, params=False), root, sys.executable)
+    saved = read_json(out / "table.json", "reproduce table", expect=dict)
+    saved["meta"]["real_data_check"] = verdicts
+    write_json_atomic(out / "table.json", saved)
+    return 0 if all(v == "same recalls" for v in verdicts.values()) else 1
 
 
 if __name__ == "__main__":

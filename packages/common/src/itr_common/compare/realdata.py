@@ -9,8 +9,10 @@ released checkpoint and prints the measured recalls beside the package's ``paper
 from __future__ import annotations
 
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from itr_common.compare.plan import child_env
 from itr_common.errors import fail
@@ -21,6 +23,19 @@ class Need:
     root: str  # "data" (under --data-root) or "ckpt" (under --checkpoints)
     path: str
     what: str
+    unless: str | None = None  # an optional file under --checkpoints (a SIDECAR) whose presence makes this unneeded
+
+
+# Optional files under --checkpoints that change how a paper's checkpoint is evaluated: a checkpoint of another
+# size than the released one (your own fine-tuned model, or the synthetic stand-ins of ``standin``).
+SIDECARS: dict[str, tuple[str, str]] = {
+    "iais": ("iais/model_config.json",
+             "UNITER model config of the IAIS checkpoint (default: uniter-base.json or uniter-large.json, chosen "
+             "from the checkpoint's shapes by iais-reproduce)"),
+    "lightningdot": ("lightningdot/eval_config.json",
+                     "eval config used instead of the package's config/flickr30k_eval_config.json (paths relative "
+                     "to a folder whose ./data is <data-root>/lightningdot/data and ./config the package's config/)"),
+}
 
 
 # What each paper's evaluation reads (Flickr30K 1K test for the SCAN/UNITER papers, COCO 5K for ALADIN).
@@ -49,7 +64,8 @@ NEEDS: dict[str, list[Need]] = {
     "lightningdot": [
         Need("data", "lightningdot/data/db/itm_flickr30k_test_base-cased.db/data.mdb", "txt_db, Flickr30K test"),
         Need("data", "lightningdot/data/img/flickr30k/nbb_th0.2_max100_min10.json", "img_db, Flickr30K"),
-        Need("data", "lightningdot/data/meta/flickr_meta.json", "itm_global_file of the eval config"),
+        Need("data", "lightningdot/data/meta/flickr_meta.json", "itm_global_file of the eval config",
+             unless=SIDECARS["lightningdot"][0]),
         Need("data", "bert-base-cased/config.json", "local bert-base-cased (the config names the hub model)"),
         Need("data", "bert-base-cased/vocab.txt", "its vocabulary"),
         Need("ckpt", "lightningdot/flickr-ft.pt", "LightningDOT fine-tuned on Flickr30K"),
@@ -74,6 +90,8 @@ def missing_files(data_root: Path, checkpoints: Path, papers: list[str]) -> list
     lines = []
     for paper in papers:
         for need in NEEDS[paper]:
+            if need.unless is not None and (checkpoints / need.unless).is_file():
+                continue
             path = (data_root if need.root == "data" else checkpoints) / need.path
             if not path.is_file():
                 lines.append(f"{paper}: {path} ({need.what})")
@@ -85,6 +103,10 @@ def commands(data_root: Path, ck: Path, out: Path, root: Path, python: str) -> d
     bin_dir = Path(python).parent
     precomp, bert = str(data_root / "precomp"), str(data_root / "bert-base-uncased")
     ld_work = out / "lightningdot_work"
+    iais_config = ck / SIDECARS["iais"][0]
+    iais_flags = ["--model_config", str(iais_config)] if iais_config.is_file() else []
+    ld_config = ck / SIDECARS["lightningdot"][0]
+    ld_eval_config = str(ld_config) if ld_config.is_file() else "config/flickr30k_eval_config.json"
     return {
         "dime": [([str(bin_dir / "dime-reproduce"), "--model_path", str(ck / "dime/flickr_i2t.pth.tar"),
                    "--model_path2", str(ck / "dime/flickr_t2i.pth.tar"), "--data_path", precomp, "--bert_path", bert,
@@ -95,23 +117,40 @@ def commands(data_root: Path, ck: Path, out: Path, root: Path, python: str) -> d
                       for v, text in (("camera", bert), ("vsrn", str(data_root / "vocab")))],
         "iais": [([str(bin_dir / "iais-reproduce"), "--checkpoint", str(ck / "iais/flickr_model_step_5000.pt"),
                    "--data_root", str(data_root / "uniter"), "--dataset", "flickr",
-                   "--output_dir", str(out / "iais")], out)],
+                   "--output_dir", str(out / "iais"), *iais_flags], out)],
         "lightningdot": [([str(bin_dir / "lightningdot-reproduce"),
                            "--checkpoint", str(ck / "lightningdot/flickr-ft.pt"),
-                           "--eval_config", "config/flickr30k_eval_config.json", "--row", "flickr-ft",
+                           "--eval_config", ld_eval_config, "--row", "flickr-ft",
                            "--output_dir", str(out / "lightningdot"),
                            "--", "--txt_model_config", str(data_root / "bert-base-cased")], ld_work)],
         "aladin": [([str(bin_dir / "aladin-reproduce"), "--data_dir", str(data_root / "vinvl/coco_ir"),
                      "--img_feat_file", str(data_root / "vinvl/features/features.tsv"),
                      "--eval_model_dir", str(ck / "aladin/checkpoint-0132780"),
                      "--load_checkpoint", str(ck / "aladin/model_best_rsum.pth.tar"),
-                     "--max_seq_length", "50", "--max_img_seq_length", "34"], out)],
+                     "--max_seq_length", "50", "--max_img_seq_length", "34", "--out", str(out / "aladin.json")],
+                    out)],
     }
 
 
+# Where each paper's evaluation above writes its measured result (relative to ``out``; ``#`` selects a record
+# inside the file, see table.load_result), by the row of the synthetic table it corresponds to.
+RESULTS: dict[str, dict[tuple[str, str], str]] = {
+    "dime": {("DIME", "ensemble"): "dime.json#comparisons/0/measured"},
+    "selfalign": {("CAMERA", "+SelfAlign"): "selfalign_camera.json#comparisons/0/measured",
+                  ("VSRN", "+SelfAlign"): "selfalign_vsrn.json#comparisons/0/measured"},
+    "iais": {("UNITER-ITM (hard negatives)", "IAIS singular"): "iais/retrieval_result.json"},
+    "lightningdot": {("LightningDOT", "bi-encoder"): "lightningdot/retrieval_result_test.json"},
+    "aladin": {("ALADIN", "matching head"): "aladin.test_img_keys.json#matching/coco-5k",
+               ("ALADIN", "alignment head"): "aladin.test_img_keys.json#alignment/coco-5k"},
+}
+
+
 def run(data_root: Path, checkpoints: Path, out: Path, root: Path, python: str,
-        papers: list[str] | None = None) -> int:
-    """Check every file first (one message, exit 2), then evaluate each paper beside its table."""
+        papers: list[str] | None = None, stdout: TextIO | None = None) -> int:
+    """Check every file first (one message, exit 2), then evaluate each paper beside its table.
+
+    ``stdout``: where the commands and their output go (default: this process's standard output).
+    """
     papers = papers or list(NEEDS)
     missing = missing_files(data_root, checkpoints, papers)
     if missing:
@@ -129,11 +168,12 @@ def run(data_root: Path, checkpoints: Path, out: Path, root: Path, python: str,
         if paper not in papers:
             continue
         for argv, cwd in cmds:
-            print(f"== {paper}: {' '.join(argv)}", flush=True)
-            rc = subprocess.run(argv, cwd=cwd, env=env).returncode
+            print(f"== {paper}: {' '.join(argv)}", flush=True, file=stdout or sys.stdout)
+            rc = subprocess.run(argv, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout else None
+                                ).returncode
             if rc:
                 failed.append(f"{paper} (exit {rc})")
     if failed:
-        print(f"failed: {', '.join(failed)}")
+        print(f"failed: {', '.join(failed)}", file=stdout or sys.stdout)
         return 1
     return 0

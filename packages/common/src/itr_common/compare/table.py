@@ -28,7 +28,12 @@ def load_result(ref: str) -> RetrievalResult:
     path, _, keys = ref.partition("#")
     data: Any = json.loads(Path(path).read_text())
     for key in filter(None, keys.split("/")):
-        data = data["results"][key] if isinstance(data, dict) and "results" in data and key not in data else data[key]
+        if isinstance(data, list):
+            data = data[int(key)]
+        elif isinstance(data, dict) and "results" in data and key not in data:
+            data = data["results"][key]
+        else:
+            data = data[key]
     return RetrievalResult.from_dict(data, source=ref)
 
 

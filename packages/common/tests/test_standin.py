@@ -1,0 +1,74 @@
+"""itr_common.compare.standin: the make-reproduce outputs laid out as the real-data tree (docs/real_data.md) and
+the check that the real-data path measures the table's recalls. No training: the checkpoints are empty files;
+``make reproduce`` runs the check for real at its end (README, "One table for five papers")."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itr_common.compare import cli, plan, realdata, standin
+from itr_common.metrics import evaluate_sims
+from itr_common.synthetic import generate_world, preset, write_world
+
+
+@pytest.fixture(scope="module")
+def reproduce_out(tmp_path_factory) -> Path:
+    """A reproduce --out folder: the tiny world, the package configs the plan links, empty 'trained' files."""
+    out = tmp_path_factory.mktemp("reproduce_out")
+    write_world(generate_world(preset("tiny")), out / "world", layouts=("precomp", "uniter", "vinvl"))
+    plan.uniter_workdir(out / "lightningdot", out / "world", cli.repo_root() / "packages/lightningdot")
+    for target in standin.CHECKPOINT_LINKS.values():
+        path = out / target
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    return out
+
+
+def test_the_stand_in_tree_has_every_file_the_real_data_path_needs(reproduce_out, tmp_path):
+    data, ck = standin.build(reproduce_out, tmp_path / "standin")
+    assert realdata.missing_files(data, ck, list(realdata.NEEDS)) == []
+    # the sidecars replace the full-size configs: the IAIS model config and the LightningDOT eval config
+    argv = {paper: cmds[0][0] for paper, cmds in realdata.commands(data, ck, tmp_path / "o", cli.repo_root(),
+                                                                    sys.executable).items()}
+    assert argv["iais"][argv["iais"].index("--model_config") + 1] == str(ck / "iais/model_config.json")
+    eval_config = Path(argv["lightningdot"][argv["lightningdot"].index("--eval_config") + 1])
+    config = json.loads(eval_config.read_text())
+    assert config["test_txt_db"].startswith("./data/db/") and config["itm_global_file"] is None
+    assert Path(config["img_model_config"]).is_file()
+    # without the LightningDOT sidecar the released eval config and its meta file are needed again
+    (ck / "lightningdot/eval_config.json").unlink()
+    missing = realdata.missing_files(data, ck, ["lightningdot"])
+    assert len(missing) == 1 and "flickr_meta.json" in missing[0]
+    # building again over an existing tree works (links are replaced)
+    standin.build(reproduce_out, tmp_path / "standin")
+
+
+def test_a_missing_trained_file_is_named(reproduce_out, tmp_path):
+    from itr_common.errors import UserError
+
+    empty = tmp_path / "empty_out"
+    (empty / "world").mkdir(parents=True)
+    with pytest.raises(UserError, match="make reproduce"):
+        standin.build(empty, tmp_path / "standin")
+
+
+def test_compare_says_same_or_different_per_row(tmp_path):
+    rng = np.random.default_rng(0)
+    sims = rng.normal(size=(10, 50)) + np.kron(np.eye(10), np.ones((1, 5)))
+    result = evaluate_sims(sims, "1k")
+    (tmp_path / "lightningdot").mkdir()
+    result.write_json(tmp_path / "lightningdot/retrieval_result_test.json")
+    recalls = dict(zip(("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"),
+                       (*result.i2t[:3], *result.t2i[:3])))
+    row = {"method": "LightningDOT", "variant": "bi-encoder", "rsum": result.rsum, **recalls}
+    assert standin.compare(tmp_path, [row], ["lightningdot"]) == {"LightningDOT bi-encoder": "same recalls"}
+    changed = {**row, "t2i_r10": recalls["t2i_r10"] - 2.0}
+    assert standin.compare(tmp_path, [changed], ["lightningdot"])["LightningDOT bi-encoder"].startswith("DIFFERENT")
+    verdict = standin.compare(tmp_path, [row | {"method": "DIME", "variant": "ensemble"}], ["dime"])
+    assert verdict["DIME ensemble"].startswith("real-data result unreadable")

@@ -475,6 +475,9 @@ def test_oscar_base_key_list():
     assert shapes["bert.embeddings.word_embeddings.weight"] == (30522, 768)
     assert shapes["classifier.weight"] == (2, 768)
     assert "bert.LayerNorm.weight" not in ckpt.oscar_state_dict_shapes({**config, "use_img_layernorm": 0})
+    # Oscar's hasattr test: a config.json without the key builds no image LayerNorm either
+    absent = {k: v for k, v in config.items() if k != "use_img_layernorm"}
+    assert "bert.LayerNorm.weight" not in ckpt.oscar_state_dict_shapes(absent)
 
 
 def test_bert_vocab_tokens_rejects_non_words():

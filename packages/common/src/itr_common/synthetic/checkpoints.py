@@ -212,7 +212,7 @@ def oscar_state_dict_shapes(config: Mapping[str, Any]) -> Shapes:
     out.update(bert_encoder_shapes("bert.", config))
     out.update(_linear("bert.pooler.dense", h, h))
     out.update(_linear("bert.img_embedding", config["img_feature_dim"], h))
-    if config.get("use_img_layernorm", 1):
+    if config.get("use_img_layernorm", 0):  # Oscar builds it only when config.json has a true use_img_layernorm
         out.update(_layer_norm("bert.LayerNorm", h))
     out.update(_linear("classifier", h, config["num_labels"]))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -23,17 +24,28 @@ from itr_common.testing import (
 
 def test_test_py_labels_both_heads_and_protocols(world, trained, tmp_path):
     out5k = tmp_path / "5k.json"
+    start = time.perf_counter()
     run_test_py(eval_argv(world, trained, out5k))
+    wall = time.perf_counter() - start
     record = json.loads(out5k.read_text())
     assert set(record["results"]) == {"matching", "alignment"}
     for head in ("matching", "alignment"):
         assert set(record["results"][head]) == {"coco-5k", "coco-1k-fold5"}
         assert record["results"][head]["coco-5k"]["n_images"] == 20
         assert "5K" in record["results"][head]["coco-5k"]["extras"]["protocol_label"]
-    out1k = tmp_path / "1k.json"
-    run_test_py(eval_argv(world, trained, out1k, keys="test_img_keys_1k.tsv"))
-    one_k = json.loads(out1k.read_text())["results"]["alignment"]["1k"]
+        for result in record["results"][head].values():
+            # each head's own latency: the shared encoding plus its scoring and ranking, loading excluded
+            extras = result["extras"]
+            assert extras["latency_ms_per_query"] > 0 and record["encode_s"] < extras["compute_s"] < wall
+            assert extras["latency_ms_per_query"] == pytest.approx(1000 * extras["compute_s"] / 120)
+    # without --out the JSON goes beside the checkpoint, not into the working folder
+    default = trained.parent / "aladin_test_results.json"
+    argv = eval_argv(world, trained, default, keys="test_img_keys_1k.tsv")
+    run_test_py(argv[: argv.index("--out")])
+    one_k = json.loads(default.read_text())["results"]["alignment"]["1k"]
+    default.unlink()
     assert one_k["n_images"] == 4 and "test_img_keys_1k" in one_k["extras"]["protocol_label"]
+    assert not (Path.cwd() / "aladin_test_results.json").exists()
 
 
 def test_checkpoint_holds_the_original_keys(trained):

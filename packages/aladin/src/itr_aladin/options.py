@@ -105,7 +105,8 @@ def build_test_parser(prog: str = "aladin-test") -> ArgumentParser:
     _oscar_flags(parser, test=True)
     add = parser.add_argument
     add("--load_checkpoint", default="", type=str, metavar="PATH", help="the ALADIN checkpoint (.pth.tar) to test")
-    add("--out", default="aladin_test_results.json", help="JSON file of both heads' results (this reproduction)")
+    add("--out", default=None, help="JSON file of both heads' results (this reproduction; default "
+        "aladin_test_results.json beside --load_checkpoint)")
     add("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available and not --no_cuda)")
     return parser
 

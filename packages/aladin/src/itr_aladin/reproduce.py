@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from itr_aladin.options import build_test_parser, check_common
-from itr_aladin.test import evaluate
+from itr_aladin.test import default_out, evaluate
 from itr_common.errors import cli_entry, fail
 from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.load_checkpoint:
         fail("--load_checkpoint: expected an ALADIN checkpoint (.pth.tar), found none")
     check_common(args)
+    args.out = args.out or default_out(args.load_checkpoint)  # beside the checkpoint, as test.py's
     setup_logging()
     table = load_paper_table()["rows"]
     record: dict[str, Any] = {}

@@ -9,7 +9,9 @@ The config comes from the checkpoint (``checkpoint['config']``), its loss-type f
 'alignment-distillation' so that both heads are built. With ``test_img_keys_1k.tsv`` the single 1K subset
 is evaluated (protocol ``1k``, what the original reports as 1K); with ``test_img_keys.tsv`` (or no keys
 file) the 5K split (``coco-5k``) and the mean of its five 1K folds (``coco-1k-fold5``). Results go to
-``--out`` (JSON) and one line per head and protocol on stdout.
+``--out`` (JSON; default ``aladin_test_results.json`` beside the checkpoint) and one line per head and
+protocol on stdout. Each head's record carries its own latency (``extras.compute_s``,
+``extras.latency_ms_per_query``): the shared encoding plus that head's scoring and ranking.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +41,7 @@ from itr_common.validation import require_writable
 
 logger = logging.getLogger("itr_aladin.test")
 LOSS_ONLY_PREFIXES = ("losses_weights.", "distillation_loss.")
+DEFAULT_OUT_NAME = "aladin_test_results.json"
 
 
 def load_model(args: argparse.Namespace, device: torch.device | str = "cpu") -> tuple[ALADModel, dict[str, Any]]:
@@ -60,6 +64,11 @@ def load_model(args: argparse.Namespace, device: torch.device | str = "cpu") -> 
     return model.to(device).eval(), config
 
 
+def default_out(checkpoint: str) -> str:
+    """``--out``'s default: ``aladin_test_results.json`` beside the tested checkpoint (not the working folder)."""
+    return str(Path(checkpoint).parent / DEFAULT_OUT_NAME)
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, dict[str, RetrievalResult]]:
     """Both heads on ``--test_split`` ('test'); returns ``{head: {protocol: result}}`` and writes ``--out``."""
     args.do_test = args.do_eval = True
@@ -70,17 +79,18 @@ def evaluate(args: argparse.Namespace) -> dict[str, dict[str, RetrievalResult]]:
     use_checkpoint_feature_dim(args, model.img_txt_enc.oscar_model.config, notes)
     tokenizer = load_bert_tokenizer(args.eval_model_dir, do_lower_case=True)
     data = open_split(args, args.test_split, is_train=False)
+    args.out = args.out or default_out(args.load_checkpoint)
     out = require_writable(args.out, "--out", kind="file")
     for note in notes:
         logger.warning("%s", note)
-    t0 = time.time()
+    t0 = time.perf_counter()
     enc = encode_split(model, data, tokenizer, args.max_seq_length, args.max_img_seq_length,
                        config["training"]["bs"], args.num_workers, device)
     protocols = protocols_for(data.num_images, args.eval_img_keys_file)
     extras = {"checkpoint": str(args.load_checkpoint), "split": args.test_split,
               "keys_file": args.eval_img_keys_file or "(all images of the split)"}
     results = evaluate_heads(model, enc, protocols, device=device, extras=extras)
-    elapsed = time.time() - t0
+    elapsed = time.perf_counter() - t0
     for protocol in protocols:
         print(f"== {PROTOCOL_LABELS[protocol]}")
         for head in results:

@@ -7,6 +7,7 @@ import json
 import pickle
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,10 +130,17 @@ def test_evaluate_models_script_and_console_script(trained, world, tmp_path, var
     assert done.returncode == 0, done.stderr
     assert "coco-1k-fold5" in done.stdout and "rsum" in done.stdout
     record = json.loads(out.read_text())
-    assert record["protocol"] == "coco-1k-fold5"
+    assert record["protocol"] == "coco-1k-fold5" and record["extras"]["latency_ms_per_query"] > 0
+    start = time.perf_counter()
     check_console_script(f"selfalign-{variant}-evaluate", ["--model_path", str(ckpt), "--split", "testall",
                                                             "--out", str(out)])
-    assert json.loads(out.read_text())["protocol"] == "coco-5k"
+    wall = time.perf_counter() - start
+    record = json.loads(out.read_text())
+    assert record["protocol"] == "coco-5k"
+    # encode + rank time (process start and model loading excluded), spread over 20 images + 100 captions
+    extras = record["extras"]
+    assert extras["latency_ms_per_query"] > 0 and 0 < extras["compute_s"] < wall
+    assert extras["latency_ms_per_query"] == pytest.approx(1000 * extras["compute_s"] / 120)
 
 
 def test_reproduce_prints_measured_beside_paper(trained, world, tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,12 @@ def test_result_set_is_replaced_whole_or_not_at_all(trained_run: Path, world: Pa
     from itr_iais import inf_itm
 
     out = tmp_path / "out"
+    start = time.perf_counter()
     assert inf_itm.main(_inf_argv(world, trained_run / "ckpt" / "model_step_4.pt", out)) == 0
+    wall = time.perf_counter() - start
+    extras = json.loads((out / "retrieval_result.json").read_text())["extras"]
+    # the scoring of every pair only (model loading and db opening excluded), per query of both directions
+    assert extras["latency_ms_per_query"] > 0 and 0 < extras["compute_s"] < wall
     names = sorted(p.name for p in out.iterdir())
     assert names == ["config.json", "results.bin", "results.npz", "retrieval_result.json", "scores.json"]
     before = tree_listing(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -147,12 +148,17 @@ def test_val_img_db_of_another_feature_size_is_refused_at_start(world: Path, tmp
 def test_reproduce_prints_measured_beside_paper(trained_run: Path, world: Path, tmp_path: Path, capsys):
     from itr_iais.reproduce import main
 
+    start = time.perf_counter()
     assert main(["--checkpoint", str(trained_run / "ckpt" / "model_step_4_final.pt"), "--data_root", str(world),
                  "--model_config", str(world / "pretrained" / "uniter-tiny.json"),
                  "--output_dir", str(tmp_path / "repro")]) == 0
+    wall = time.perf_counter() - start
     out = capsys.readouterr().out
     assert "measured" in out and "88.30" in out and "unverified" in out
-    assert (tmp_path / "repro" / "retrieval_result.json").is_file()
+    extras = json.loads((tmp_path / "repro" / "retrieval_result.json").read_text())["extras"]
+    # inf_itm's own scoring time (model loaded, dbs open), spread over the 20 + 100 queries
+    assert extras["latency_ms_per_query"] > 0 and 0 < extras["compute_s"] < wall
+    assert extras["latency_ms_per_query"] == pytest.approx(1000 * extras["compute_s"] / 120)
 
 
 def test_pretrain_itm_writes_a_uniter_base_style_checkpoint(world: Path, tmp_path: Path):

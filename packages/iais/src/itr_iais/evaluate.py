@@ -182,14 +182,14 @@ def evaluate_full(
 
     Every rank returns the full matrix (rows in rank-shard order, as the original's allgather).
     """
-    start = time.time()
+    start = time.perf_counter()
     rank, world = dist.get_rank(), dist.get_world_size()
     local_ids = txt_db.ids[rank::world]
     img_ids = sorted_image_ids(list(txt_db.img2txts), img_db)
     local = score_matrix(score_fn, txt_db, img_db, local_ids, img_ids, block_size, device, autocast, iais_layout,
                          progress)
     scores, txt_ids = gather_rows(local, local_ids)
-    return scores, txt_ids, img_ids, time.time() - start
+    return scores, txt_ids, img_ids, time.perf_counter() - start
 
 
 @torch.inference_mode()

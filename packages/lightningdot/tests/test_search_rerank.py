@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,11 +125,21 @@ def test_oracle_rerank_lifts_r1_to_the_bi_encoders_r_at_m(trained_run: Path, wor
 def test_rerank_with_a_uniter_checkpoint_matches_inf_itm_scores(trained_run: Path, world: Path, tmp_path: Path):
     from itr_lightningdot.rerank import main
 
+    start = time.perf_counter()
     assert main(_rerank_argv(world, trained_run, tmp_path / "rr", "--uniter_checkpoint",
                              str(world / "pretrained" / "uniter-tiny.pt"), "--uniter_config",
                              str(world / "pretrained" / "uniter-tiny.json"), "--thresholds", "10")) == 0
+    wall = time.perf_counter() - start
     rows = json.loads((tmp_path / "rr" / "rerank.json").read_text())["rows"]
     assert rows[1]["M"] == 10 and rows[1]["pairs_scored"] == 100 * 10 + 20 * 10
+    # latency: stage 1 (bi-encoder retrieval) + stage 2 (UNITER re-ranking of the top 10), both stored
+    bi = json.loads((tmp_path / "rr" / "retrieval_result.json").read_text())["extras"]
+    rr = json.loads((tmp_path / "rr" / "retrieval_result_rerank10.json").read_text())["extras"]
+    assert bi["retrieve_s"] == rr["retrieve_s"] > 0 and rr["rerank_s"] > 0
+    assert bi["compute_s"] == pytest.approx(bi["retrieve_s"]) and bi["latency_ms_per_query"] > 0
+    assert rr["compute_s"] == pytest.approx(rr["retrieve_s"] + rr["rerank_s"]) and rr["compute_s"] < wall
+    assert rr["latency_ms_per_query"] == pytest.approx(1000 * rr["compute_s"] / 120)
+    assert rr["latency_ms_per_query"] > bi["latency_ms_per_query"]
     assert rows[1]["t2i"][2] == pytest.approx(rows[0]["t2i"][2])  # R@10 of a top-10 re-rank cannot change
     iais = pytest.importorskip("itr_iais.inf_itm")
     assert iais.main(["--txt_db", str(world / "txt_db" / "itm_flickr30k_test.db"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,16 @@ def test_outputs_and_checkpoint_state_layout(trained_run: Path):
 def test_eval_itm_matches_the_training_test_numbers(trained_run: Path, world: Path, tmp_path: Path, capsys):
     from itr_lightningdot.eval_itm import main
 
+    start = time.perf_counter()
     assert main(eval_argv(world, trained_run / "biencoder.last.pt", tmp_path / "eval", "--splits", "test")) == 0
+    wall = time.perf_counter() - start
     printed = capsys.readouterr().out
     assert "image retrieval recall = {1:" in printed and "txt retrieval recall" in printed
     ours = json.loads((tmp_path / "eval" / "retrieval_result_test.json").read_text())
+    extras = ours["extras"]  # encode + index + search, model building and checkpoint loading excluded
+    assert extras["latency_ms_per_query"] > 0 and 0 < extras["compute_s"] < wall
+    assert extras["compute_s"] == pytest.approx(extras["encode_s"] + extras["search_s"])
+    assert extras["latency_ms_per_query"] == pytest.approx(1000 * extras["compute_s"] / 120)
     trained = json.loads((trained_run / "retrieval_result_test.json").read_text())
     for key in ("i2t", "t2i"):
         assert ours[key] == pytest.approx(trained[key])

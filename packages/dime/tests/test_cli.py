@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from dime_testlib import PACKAGE_DIR, PYTHON, python_env, train_argv
@@ -153,9 +154,12 @@ def test_reproduce_prints_paper_rows(trained, tmp_path, capsys):
 def test_reproduce_single_flickr_model(trained, tmp_path, capsys):
     from itr_dime.reproduce import main
 
-    main(["--model_path", str(trained["f30k_precomp/t2i"]), "--out", str(tmp_path / "r.json")])
+    main(["--model_path", str(trained["f30k_precomp/t2i"])])
     printed = capsys.readouterr().out
     assert "DIME-t2i | protocol 1k (f30k)" in printed and "77.5" in printed
+    # the comparison JSON goes beside the checkpoint by default, not into the working folder
+    saved = Path(trained["f30k_precomp/t2i"]).parent / "dime_reproduce.json"
+    assert json.loads(saved.read_text())["row"] == "DIME-t2i"
 
 
 def test_original_script_names_exist_and_run(in_package_dir):

@@ -124,12 +124,14 @@ def test_evaluation_protocols(trained, world, name):
 def test_evaluate_models_script_and_console_script(trained, world, tmp_path, variant):
     ckpt = trained[f"{variant}1"]
     out = tmp_path / "r.json"
+    before = set(VARIANT_DIRS[variant].iterdir())
     done = subprocess.run([PYTHON, "evaluate_models.py", "--model_path", str(ckpt), "--data_path", str(world / "data"),
-                           "--split", "testall", "--fold5", "--out", str(out)], cwd=VARIANT_DIRS[variant],
+                           "--split", "testall", "--fold5"], cwd=VARIANT_DIRS[variant],
                           env=python_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "coco-1k-fold5" in done.stdout and "rsum" in done.stdout
-    record = json.loads(out.read_text())
+    assert set(VARIANT_DIRS[variant].iterdir()) == before  # the default result goes beside the checkpoint
+    record = json.loads((ckpt.parent / f"selfalign_{variant}_result_coco-1k-fold5.json").read_text())
     assert record["protocol"] == "coco-1k-fold5" and record["extras"]["latency_ms_per_query"] > 0
     start = time.perf_counter()
     check_console_script(f"selfalign-{variant}-evaluate", ["--model_path", str(ckpt), "--split", "testall",

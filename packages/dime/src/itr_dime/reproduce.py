@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from itr_common import paper_table
@@ -75,7 +76,7 @@ def build_parser(prog: str = "dime-reproduce") -> ArgumentParser:
     add("--workers", type=int, default=0, help="data loader workers")
     add("--device", default=None, help="cpu | cuda | cuda:N")
     add("--fp16", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
-    add("--out", default="dime_reproduce.json", help="JSON file of the comparison")
+    add("--out", default=None, help="JSON file of the comparison (default: dime_reproduce.json next to --model_path)")
     return parser
 
 
@@ -83,6 +84,7 @@ def run(argv: Sequence[str] | None = None) -> list[Comparison]:
     """``dime-reproduce`` on ``argv``, returning the comparisons (tests, Python API)."""
     args = build_parser().parse_args(argv)
     check_device(args.device)
+    args.out = args.out or str(Path(args.model_path).parent / "dime_reproduce.json")
     require_writable(args.out, "--out", kind="file")
     setup_logging()
     paths = [args.model_path] + ([args.model_path2] if args.model_path2 else [])

@@ -48,7 +48,8 @@ def build_parser(variant: str, prog: str = "evaluate_models.py") -> ArgumentPars
     add("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     add("--fp16", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
     add("--chunk", type=int, default=0, help="queries per scoring block (0: as many as 2**25 scores allow)")
-    add("--out", default=None, help="JSON result path (default: selfalign_<variant>_result_<protocol>.json)")
+    add("--out", default=None,
+        help="JSON result path (default: selfalign_<variant>_result_<protocol>.json next to --model_path)")
     return parser
 
 
@@ -91,7 +92,8 @@ def evaluate(variant: str, model_path: str, data_path: str | None = None, text_p
 def run(variant: str, argv: Sequence[str] | None, prog: str = "evaluate_models.py") -> RetrievalResult:
     args = build_parser(variant, prog).parse_args(argv)
     setup_logging()
-    out = Path(args.out or f"selfalign_{variant}_result_{protocol_for(args.split, args.fold5)}.json")
+    default = Path(args.model_path).parent / f"selfalign_{variant}_result_{protocol_for(args.split, args.fold5)}.json"
+    out = Path(args.out) if args.out else default
     require_writable(out, "--out", kind="file")
     check_device(args.device)
     text_path = args.bert_path if variant == "camera" else args.vocab_path

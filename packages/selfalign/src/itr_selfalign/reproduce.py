@@ -10,6 +10,7 @@ mean over its five 1K folds. Rows the paper table leaves null are printed as ``n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from itr_common import paper_table
@@ -40,13 +41,15 @@ def build_parser(prog: str = "selfalign-reproduce") -> ArgumentParser:
     add("--split", default=None, help="default: test for Flickr30K, testall for COCO")
     add("--batch_size", type=int, default=None, help="encoding batch size")
     add("--device", default=None, help="cpu | cuda | cuda:N")
-    add("--out", default="selfalign_reproduce.json", help="JSON file of the comparison")
+    add("--out", default=None,
+        help="JSON file of the comparison (default: selfalign_reproduce.json next to --model_path)")
     return parser
 
 
 def run(argv: Sequence[str] | None = None) -> list[Comparison]:
     args = build_parser().parse_args(argv)
     check_device(args.device)
+    args.out = args.out or str(Path(args.model_path).parent / "selfalign_reproduce.json")
     require_writable(args.out, "--out", kind="file")
     setup_logging()
     state = read_checkpoint(args.model_path)

@@ -198,3 +198,25 @@ def test_plan_covers_every_row_with_existing_scripts(tmp_path):
     assert trained_for[("DIME", "ensemble")] == {"dime-i2t", "dime-t2i"}
     assert trained_for[("LightningDOT", "+UNITER re-rank top 20")] == {"lightningdot", "iais-none"}
     assert all(trained_for[row] for row in plan.ROWS)
+
+
+def test_a_full_run_ends_with_the_real_data_check(tmp_path, monkeypatch):
+    """The closing check's verdicts land in table.json; a difference makes the exit status 1; it can be skipped."""
+    from itr_common.compare import standin
+
+    row = ("LightningDOT", "bi-encoder")
+    monkeypatch.setattr(plan, "build_plan", lambda root, world, out, python: [plan.Job(
+        "ld", "lightningdot", [plan.Command(_writer(out / "r.json", 3.0), out, "eval")], {row: out / "r.json"})])
+    calls = []
+
+    def fake_check(out, rows, root, python):
+        calls.append({(r["method"], r["variant"]): r["rsum"] for r in rows if r["rsum"] is not None})
+        return {"LightningDOT bi-encoder": "DIFFERENT: real-data path [...] vs table [...]"}
+
+    monkeypatch.setattr(standin, "check", fake_check)
+    out = tmp_path / "out"
+    assert cli.main(["--out", str(out)]) == 1
+    assert list(calls[0]) == [row]  # the check sees the table's finished rows
+    meta = json.loads((out / "table.json").read_text())["meta"]
+    assert meta["real_data_check"]["LightningDOT bi-encoder"].startswith("DIFFERENT")
+    assert cli.main(["--out", str(out), "--no-real-data-check"]) == 0 and len(calls) == 1

@@ -72,3 +72,25 @@ def test_compare_says_same_or_different_per_row(tmp_path):
     assert standin.compare(tmp_path, [changed], ["lightningdot"])["LightningDOT bi-encoder"].startswith("DIFFERENT")
     verdict = standin.compare(tmp_path, [row | {"method": "DIME", "variant": "ensemble"}], ["dime"])
     assert verdict["DIME ensemble"].startswith("real-data result unreadable")
+
+
+def test_lightningdot_work_links_follow_the_current_data_root(tmp_path):
+    from itr_common.errors import UserError
+
+    out, root = tmp_path / "out", cli.repo_root()
+    first, second = tmp_path / "d1", tmp_path / "d2"
+    for d in (first, second):
+        (d / "lightningdot/data").mkdir(parents=True)
+    work = realdata.link_lightningdot_work(out, first, root)
+    assert (work / "data").resolve() == (first / "lightningdot/data").resolve()
+    # a rerun with another --data-root and the same --out must not evaluate the old data
+    realdata.link_lightningdot_work(out, second, root)
+    assert (work / "data").resolve() == (second / "lightningdot/data").resolve()
+    # a dangling link (its data root moved away) is replaced, not a FileExistsError
+    (second / "lightningdot/data").rmdir()
+    realdata.link_lightningdot_work(out, first, root)
+    assert (work / "data").resolve() == (first / "lightningdot/data").resolve()
+    (work / "data").unlink()
+    (work / "data").mkdir()  # not ours: refused with one line
+    with pytest.raises(UserError, match="lightningdot_work/data: expected a link"):
+        realdata.link_lightningdot_work(out, first, root)

@@ -145,6 +145,23 @@ RESULTS: dict[str, dict[tuple[str, str], str]] = {
 }
 
 
+def link_lightningdot_work(out: Path, data_root: Path, root: Path) -> Path:
+    """``out/lightningdot_work`` with ``data`` -> ``<data-root>/lightningdot/data`` and ``config`` -> the package's
+    config/ (the relative paths of LightningDOT's eval configs). Links of an earlier run are replaced: they may
+    point at another ``--data-root``, or nowhere."""
+    ld_work = out / "lightningdot_work"
+    ld_work.mkdir(parents=True, exist_ok=True)
+    for name, target in (("data", data_root / "lightningdot/data"), ("config", root / "packages/lightningdot/config")):
+        link = ld_work / name
+        if link.is_symlink():
+            link.unlink()
+        elif link.exists():
+            fail(f"{link}: expected a link that itr-reproduce makes, found a {'folder' if link.is_dir() else 'file'}; "
+                 "remove it or pick another --out")
+        link.symlink_to(target.resolve())
+    return ld_work
+
+
 def run(data_root: Path, checkpoints: Path, out: Path, root: Path, python: str,
         papers: list[str] | None = None, stdout: TextIO | None = None) -> int:
     """Check every file first (one message, exit 2), then evaluate each paper beside its table.
@@ -157,12 +174,7 @@ def run(data_root: Path, checkpoints: Path, out: Path, root: Path, python: str,
         fail(f"--data-root/--checkpoints: {len(missing)} needed file(s) missing (layout: docs/real_data.md): "
              + "; ".join(missing))
     out.mkdir(parents=True, exist_ok=True)
-    ld_work = out / "lightningdot_work"
-    ld_work.mkdir(exist_ok=True)
-    for name, target in (("data", data_root / "lightningdot/data"), ("config", root / "packages/lightningdot/config")):
-        link = ld_work / name
-        if not link.exists():
-            link.symlink_to(target.resolve())
+    link_lightningdot_work(out, data_root, root)
     env, failed = child_env(python), []
     for paper, cmds in commands(data_root, checkpoints, out, root, python).items():
         if paper not in papers:

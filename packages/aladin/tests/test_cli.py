@@ -293,3 +293,21 @@ def test_selection_sums_both_heads_when_the_alignment_head_trains(world, tmp_pat
     matching = train(train_argv(world, tmp_path / "matching", "alad-matching-triplet-e2e"))
     assert set(matching.last_validation) == {"matching"}
     assert matching.best_rsum == pytest.approx(full_rsum(matching.last_validation["matching"]))
+
+
+def test_paper_table_rows_name_their_source():
+    """The only numbers are a Papers-with-Code listing, labelled so; per-head rows nobody could read stay null."""
+    from itr_aladin.reproduce import load_paper_table
+
+    doc = load_paper_table()
+    rows, sources = doc["rows"], doc["row_sources"]
+    assert doc["verified"] is False and set(sources) == set(rows) == {"ALADIN-matching", "ALADIN-alignment"}
+    for row, by_dataset in sources.items():
+        for dataset, source in by_dataset.items():
+            assert (rows[row][dataset] is None) == (source == "not found"), (row, dataset)
+    assert rows["ALADIN-matching"]["coco5k"] == {"i2t": [64.9, 88.6, 94.5], "t2i": [51.3, 79.2, 87.5]}
+    assert "papers-with-code" in sources["ALADIN-matching"]["coco5k"]
+    assert rows["ALADIN-alignment"] == {"coco5k": None, "coco1k": None}
+    # the listed row's t2i rsum matches neither head's rsum in the repo's plot script: its head is unknown
+    listed_t2i_rsum = round(sum(rows["ALADIN-matching"]["coco5k"]["t2i"]), 1)
+    assert listed_t2i_rsum == 218.0 and listed_t2i_rsum not in doc["plot_t2i_rsum_5k"].values()

@@ -159,6 +159,27 @@ def test_reproduce_prints_measured_beside_paper(trained, world, tmp_path, capsys
     assert json.loads((tmp_path / "c.json").read_text())["row"] == "VSRN"
 
 
+def test_paper_table_rows_name_their_source():
+    """Every row and dataset says where its numbers come from; rows nobody could read stay null."""
+    from importlib import resources
+
+    import yaml
+
+    doc = yaml.safe_load(resources.files("itr_selfalign").joinpath("paper_table.yaml").read_text(encoding="utf-8"))
+    rows, sources = doc["rows"], doc["row_sources"]
+    assert set(sources) == set(rows) == {"CAMERA", "VSRN", "CAMERA+SelfAlign", "VSRN+SelfAlign"}
+    for row, by_dataset in sources.items():
+        assert set(by_dataset) == {"f30k", "coco1k", "coco5k"}
+        for dataset, source in by_dataset.items():
+            value = rows[row].get(dataset)
+            # a number is never labelled "not found", a missing row always is or names why
+            assert (value is None) == (source in ("not found", "not in the shared table")), (row, dataset)
+            assert not source.startswith("verified") or value is not None
+    assert rows["VSRN"]["coco1k"] == {"i2t": [74.0, 94.3, 97.8], "t2i": [60.8, 88.4, 94.1]}
+    assert all(v is None for v in rows["VSRN+SelfAlign"].values())
+    assert doc["rsum_gain_percent"] == {"f30k": 9.1, "coco1k": 4.2, "coco5k": 6.6}
+
+
 @pytest.mark.parametrize("module", ["itr_selfalign.train", "itr_selfalign.evaluate_models"])
 def test_python_m_entry_points(module):
     for variant in ("camera", "vsrn"):

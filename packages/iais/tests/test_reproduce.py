@@ -50,3 +50,21 @@ def test_auto_with_a_tiny_checkpoint_exits_2_naming_it_before_any_work(trained_r
     out = tmp_path / "repro"
     check_usage_error(main, ["--checkpoint", str(checkpoint), "--data_root", str(world), "--output_dir", str(out)],
                       str(checkpoint), "hidden 64, 2 layers", "pass --model_config", untouched=[out])
+
+
+def test_paper_table_rows_name_their_source():
+    """The rows iais-reproduce prints come from paper_table.yaml, each dataset with its source (none verified)."""
+    from importlib import resources
+
+    import yaml
+
+    from itr_common.paper_table import load_paper_table
+
+    data = yaml.safe_load(resources.files("itr_iais").joinpath("paper_table.yaml").read_text(encoding="utf-8"))
+    rows = load_paper_table("itr_iais")
+    assert set(rows) == set(data["row_sources"])
+    for name, by_dataset in rows.items():
+        assert "unverified" in name and set(by_dataset) == set(data["row_sources"][name])
+    (row,) = rows.values()
+    assert row["f30k"] == {"i2t": [88.3, 98.4, 99.4], "t2i": [76.86, 93.30, 95.72]}
+    assert row["coco5k"]["t2i"] is None  # the listing gives COCO image-to-text only

@@ -10,8 +10,9 @@ line asking for ``--model_config``.
 ``txt_db/itm_flickr30k_test.db`` + ``img_db/flickr30k`` (Flickr30K 1K) or ``txt_db/itm_coco_test.db`` +
 ``img_db/coco_val2014`` (COCO 5K). The evaluation is ``inf_itm.py``'s (all pairs, standard R@K).
 
-The paper rows are not verified against the paper's Table 1 (it could not be retrieved): they are the
-Papers-with-Code entries of the IAIS paper, most likely UNITER-large + IAIS.
+The paper rows come from ``paper_table.yaml`` and are not verified against the paper's Table 1 (it could not be
+read here): the one row is the Papers-with-Code listing of the paper, which states neither the backbone nor the
+IAIS variant.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from itr_common.checkpoint import load_checkpoint, strip_module_prefix
 from itr_common.errors import ArgumentParser, cli_entry, fail, require_dir, require_file
 from itr_common.metrics import RetrievalResult
 from itr_common.models.uniter import require_state_dict
+from itr_common.paper_table import load_paper_table
 from itr_iais import inf_itm
 from itr_iais.options import BUNDLED_CONFIG_DIR
 
@@ -70,14 +72,6 @@ def resolve_auto_config(checkpoint: str) -> Path:
     return choose_model_config(require_state_dict(load_checkpoint(checkpoint), checkpoint), checkpoint)
 
 
-PAPER_ROWS: dict[str, dict[str, dict[str, list[float]]]] = {
-    "IAIS (Papers with Code; UNITER-large + IAIS presumably; unverified)": {
-        "f30k": {"i2t": [88.3, 98.4, 99.4], "t2i": [76.86, 93.30, 95.72]},
-        "coco5k": {"i2t": [67.78, 89.7, 94.48]},
-    },
-}
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="iais-reproduce", description="Measured recall beside the IAIS paper's.")
     p.add_argument("--checkpoint", required=True, help="fine-tuned model_step_N.pt (original keys)")
@@ -101,7 +95,7 @@ def comparison_table(result: RetrievalResult, key: str) -> str:
     """Rows: measured, then each paper row for ``key`` (``f30k`` / ``coco5k``)."""
     header = ["row", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "rsum"]
     rows = [["measured", *_cells(result.i2t[:3]), *_cells(result.t2i[:3]), f"{result.rsum:.2f}"]]
-    for name, table in PAPER_ROWS.items():
+    for name, table in load_paper_table("itr_iais").items():
         entry = table.get(key)
         if entry is None:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from itr_common.testing import uniter_db_flags
@@ -37,3 +38,15 @@ def eval_argv(world: Path, checkpoint: Path, out: Path, *extra: str) -> list[str
 
 QUICK = ("--num_train_epochs", "2", "--train_batch_size", "32", "--valid_steps", "3")
 """Two epochs of 8 batches (240 captions / 32), a resume state every 3 updates."""
+
+
+def dropout_configs(folder: Path, p: float = 0.1) -> list[str]:
+    """Flags for the tiny towers with dropout ``p`` (their configs have none), written into ``folder``: a resume
+    must then restore each process's RNG to draw the masks of the uninterrupted run."""
+    flags = []
+    for flag, name in (("--txt_model_config", "bert_tiny.json"), ("--img_model_config", "img_tiny.json")):
+        config = json.loads((CONFIG_DIR / name).read_text())
+        config.update(hidden_dropout_prob=p, attention_probs_dropout_prob=p)
+        (folder / name).write_text(json.dumps(config))
+        flags += [flag, str(folder / name)]
+    return flags

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ldot_testlib import CONFIG_DIR, QUICK, eval_argv, train_argv
+from ldot_testlib import CONFIG_DIR, QUICK, dropout_configs, eval_argv, train_argv
 
 from itr_common.testing import (
     check_checkpoint_round_trip,
@@ -69,8 +69,10 @@ def test_biencoder_checkpoint_round_trip(tmp_path: Path):
 
 @pytest.mark.slow
 def test_kill_and_resume_end_bit_identical(world: Path, tmp_path: Path):
+    dropout = dropout_configs(tmp_path)  # killed mid-epoch: the resumed dropout masks must be the same
+
     def command(run: Path, resume: bool) -> list[str]:
-        return [*python_module("itr_lightningdot.train_itm"), *train_argv(world, run, *QUICK),
+        return [*python_module("itr_lightningdot.train_itm"), *train_argv(world, run, *QUICK, *dropout),
                 *(["--resume"] * resume)]
 
     check_resume_exact(command, tmp_path, final="biencoder.last.pt", kill_when="train_state.pt",

@@ -220,9 +220,13 @@ class EpochOrder:
 
 def iterate_batches(dataset: torch.utils.data.Dataset, batches: Sequence[Sequence[int]], n_workers: int = 0,
                     pin_mem: bool = False) -> Iterator[dict[str, Any]]:
-    """Collated batches of ``dataset`` for the given index lists (DataLoader with a fixed batch sampler)."""
+    """Collated batches of ``dataset`` for the given index lists (DataLoader with a fixed batch sampler).
+
+    The loader draws its workers' base seed from its own generator, not the global torch RNG: an epoch
+    resumed in the middle then leaves the dropout stream where the uninterrupted epoch has it."""
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=list(batches), num_workers=n_workers,
-                                         pin_memory=pin_mem, collate_fn=itm_fast_collate)
+                                         pin_memory=pin_mem, collate_fn=itm_fast_collate,
+                                         generator=torch.Generator().manual_seed(len(batches)))
     yield from loader
 
 

@@ -19,7 +19,8 @@ config's betas and weight decay, linear warmup then linear decay, clipping at ``
 accumulation. Batches are bucketed by tokens (``train_batch_size`` = tokens per batch). Checkpoints:
 ``{output_dir}/ckpt/model_step_{N}.pt`` is the released ``LightningDot.pt`` layout (``bert.*`` + heads),
 ``train_state_{N}.pt`` beside it; a non-empty output_dir continues from its last step (the original's
-behaviour), exactly (RNG, task stream and data position are part of the state).
+behaviour), exactly (RNG, task stream and data position are part of the state; with N processes each rank
+R > 0 keeps its own in ``train_state_{N}.rankR.pt``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from itr_common.logging import setup_logging
 from itr_common.models.uniter import gelu
 from itr_common.optim import AdamW
 from itr_lightningdot.build import build_model, check_img_dbs, pick_device, writable_dir
+from itr_lightningdot.checkpoints import load_rank_state, save_rank_state
 from itr_lightningdot.data import ImageDbGroup, _text_inputs, image_batch, move_batch
 from itr_lightningdot.losses import BiEncoderNllLoss, calc_loss
 from itr_lightningdot.model import BiEncoder
@@ -519,7 +521,8 @@ def _streams(datasets: list[dict], args: argparse.Namespace, group: ImageDbGroup
 
 
 def latest_state(ckpt_dir: Path) -> tuple[int, Path, Path] | None:
-    steps = sorted(int(p.stem.rsplit("_", 1)[1]) for p in ckpt_dir.glob("train_state_*.pt"))
+    steps = sorted(int(p.stem.rsplit("_", 1)[1]) for p in ckpt_dir.glob("train_state_*.pt")
+                   if p.stem.rsplit("_", 1)[1].isdigit())  # not the other ranks' train_state_{N}.rank{R}.pt
     for step in reversed(steps):
         model_file, state_file = ckpt_dir / f"model_step_{step}.pt", ckpt_dir / f"train_state_{step}.pt"
         if model_file.is_file():
@@ -566,10 +569,11 @@ def run(args: argparse.Namespace) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         amp.load_state_dict(state.get("amp", {}))
         task_rng.setstate(_as_random_state(state["task_rng"]))
-        for stream, (epoch, position) in zip(streams, state["streams"]):
+        own = load_rank_state(state, state_file, info, same=("step",))  # this rank's streams, positions, RNG
+        for stream, (epoch, position) in zip(streams, own["streams"]):
             stream.epoch, stream.position = epoch, position
-        batch_step = state["batch_step"]
-        restore_rng_state(state["rng"])
+        batch_step = own["batch_step"]
+        restore_rng_state(own["rng"])
         LOGGER.info("resumed from %s at step %d", state_file, global_step)
     if info.is_main:
         write_json_atomic(out / "log" / "hps.json", vars(args))
@@ -577,10 +581,11 @@ def run(args: argparse.Namespace) -> Path:
     def save(step: int) -> None:
         if info.is_main:
             save_atomic(model.state_dict(), ckpt_dir / f"model_step_{step}.pt")
-            save_atomic({"step": step, "optimizer": optimizer.state_dict(), "amp": amp.state_dict(),
-                         "task_rng": list(_flatten_random_state(task_rng.getstate())),
-                         "streams": [[s.epoch, s.position] for s in streams], "batch_step": batch_step,
-                         "rng": capture_rng_state()}, ckpt_dir / f"train_state_{step}.pt")
+        own = {"step": step, "streams": [[s.epoch, s.position] for s in streams], "batch_step": batch_step,
+               "rng": capture_rng_state()}
+        save_rank_state(ckpt_dir / f"train_state_{step}.pt", info, own,
+                        lambda: {"optimizer": optimizer.state_dict(), "amp": amp.state_dict(),
+                                 "task_rng": list(_flatten_random_state(task_rng.getstate()))})
 
     model.train()
     distributed = info.world_size > 1

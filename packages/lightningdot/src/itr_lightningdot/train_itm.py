@@ -11,8 +11,10 @@ negatives are mined from the model's own retrieval on the training split. Then t
 Multi-process (``torchrun --nproc_per_node N train_itm.py ...``): each rank takes its share of every
 epoch's permutation; embeddings are gathered across ranks for the in-batch negatives (with gradients
 to the local ones) and gradients summed, so N ranks with batch b train as one process with batch N*b.
-Ours: ``{output_dir}/train_state.pt`` every ``valid_steps`` updates and after each epoch, and
-``--resume`` continuing from it exactly (RNG, data position, optimizer, scheduler, hard negatives).
+Ours: ``{output_dir}/train_state.pt`` every ``valid_steps`` updates, after each epoch and on SIGINT/SIGTERM
+(at the last update boundary), and ``--resume`` continuing from it exactly (RNG, data position, optimizer,
+scheduler, hard negatives). With N processes every rank R > 0 also writes its own RNG streams to
+``train_state.rankR.pt`` and restores them on resume (their dropout masks differ from rank 0's).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,19 +33,20 @@ import torch
 from itr_common import dist
 from itr_common.amp import Amp, AmpConfig
 from itr_common.checkpoint import (
+    SaveOnSignal,
     capture_rng_state,
     load_checkpoint,
     load_state_dict_mapped,
     restore_rng_state,
-    save_atomic,
 )
 from itr_common.data.uniter_lmdb import TxtTokLmdb
 from itr_common.errors import cli_entry, fail
 from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
+from itr_common.training import signals_deferred
 from itr_lightningdot.build import build_model, check_img_dbs, pick_device, writable_dir
-from itr_lightningdot.checkpoints import save_checkpoint
+from itr_lightningdot.checkpoints import load_rank_state, save_checkpoint, save_rank_state
 from itr_lightningdot.data import (
     EpochOrder,
     ImageDbGroup,
@@ -146,30 +148,6 @@ def evaluate(model: BiEncoder, txt_db: str, img_db: str, args: argparse.Namespac
     return result
 
 
-class StopOnSignal:
-    """SIGINT/SIGTERM only set ``signum``; the loop saves its state at the next update and exits 128 + signal
-    (a save in the middle of an update would mix two steps)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 def _sum_gradients(model: torch.nn.Module) -> None:
     """All-reduce (sum) every gradient: each rank's loss is the global one, so the sum is its gradient."""
     for param in model.parameters():
@@ -225,17 +203,33 @@ def run(args: argparse.Namespace) -> TrainOutcome:
         scheduler.load_state_dict(state["scheduler"])
         amp.load_state_dict(state["amp"])
         progress.update(state["progress"])
-        restore_rng_state(state["rng"])
+        restore_rng_state(load_rank_state(state, state_path, info, same=("position",))["rng"])
         LOGGER.info("resumed from %s: epoch %d, batch %d, update %d", state_path, progress["epoch"],
                     progress["batch"], progress["updates"])
     elif args.sample_init_hard_negatives:
         progress["hard_img"], progress["hard_txt"] = mine_hard_negatives(model, datasets, args, device, amp, -1)
 
+    boundary: dict[str, Any] = {}
+
+    def mark_boundary() -> None:
+        """Remember the state at an update boundary: what a save until the next update writes (the weights,
+        optimizer and scheduler change only at an update; a signal between accumulated batches saves this)."""
+        boundary.update(progress=dict(progress), rng=capture_rng_state())
+
     def save_state() -> None:
-        if info.is_main:
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "amp": amp.state_dict(), "rng": capture_rng_state(),
-                         "progress": dict(progress)}, state_path)
+        """Rank 0: ``train_state.pt`` (single-process layout); rank R > 0: its RNG in ``train_state.rankR.pt``."""
+        at = boundary["progress"]
+        own = {"rng": boundary["rng"], "position": [at["epoch"], at["batch"], at["updates"]]}
+        save_rank_state(state_path, info, own,
+                        lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(), "amp": amp.state_dict(), "progress": dict(at)})
+
+    def save_on_signal() -> None:
+        """SaveOnSignal's callback (between two updates: they run with the signals deferred)."""
+        save_state()
+        at = boundary["progress"]
+        LOGGER.info("signal %d: saved %s at epoch %d, batch %d (update %d), exiting; continue with --resume",
+                    guard.received, state_path, at["epoch"], at["batch"], at["updates"])
 
     outcome = TrainOutcome(out, best_metric=progress["best"])
     distributed = info.world_size > 1
@@ -243,7 +237,8 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                 len(train_set), len(order), total_updates, info.world_size, device,
                 f"mixed precision {str(amp.config.dtype).replace('torch.', '')}"
                 + (" + loss scaling" if amp.config.use_scaler else "") if amp.enabled else "float32")
-    with StopOnSignal() as stop:
+    mark_boundary()
+    with SaveOnSignal(save_on_signal) as guard:
         for epoch in range(progress["epoch"], args.num_train_epochs):
             model.train()
             for ds in datasets:
@@ -253,56 +248,51 @@ def run(args: argparse.Namespace) -> TrainOutcome:
             epoch_loss = 0.0
             for step, batch in enumerate(iterate_batches(train_set, batches[first:], args.n_workers, args.pin_mem),
                                          start=first):
-                batch = move_batch(batch, device)
-                with amp.autocast():
-                    out_vec = model(batch)
-                res = biencoder_loss(out_vec.txt.float(), out_vec.img.float(),
-                                     out_vec.caps.float() if out_vec.caps is not None else None,
-                                     batch["sample_size"], args.caption_score_weight, gather=distributed)
-                loss = res.loss / args.gradient_accumulation_steps
-                amp.backward(loss)
-                epoch_loss += float(res.loss.detach())
-                progress["batch"] = step + 1
-                if (step + 1) % args.log_result_step == 0 and info.is_main:
-                    LOGGER.info("Epoch: %d: Step: %d/%d, loss=%f, loss_nce=%f, loss_kd=0.0, lr=%f", epoch, step,
-                                len(batches), float(loss.detach()), float(res.loss.detach()),
-                                optimizer.param_groups[0]["lr"])
-                if (step + 1) % args.gradient_accumulation_steps == 0:
-                    if distributed:
-                        _sum_gradients(model)
-                    amp.step(optimizer, max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None)
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    progress["updates"] += 1
-                    if progress["updates"] % args.valid_steps == 0:
-                        save_state()
-                    if stop.signum is not None:
-                        save_state()
-                        LOGGER.info("signal %d: saved %s at update %d, exiting", stop.signum, state_path,
-                                    progress["updates"])
-                        raise SystemExit(128 + stop.signum)
-            optimizer.zero_grad(set_to_none=True)
-            LOGGER.info("Av Loss per epoch = %f", epoch_loss / max(len(batches), 1))
-
-            result = evaluate(model, args.val_txt_db, args.val_img_db, args, img_group, device, amp)
-            metric = _recall_metric(result)
-            outcome.val_results.append(result)
-            LOGGER.info("epoch %d validation: rsum %.2f, R@mean %.4f", epoch, result.rsum, metric)
-            if info.is_main:
-                if metric > progress["best"]:
-                    progress["best"] = metric
-                    save_checkpoint(out, model, optimizer, scheduler, epoch, 0, "best")
-                save_checkpoint(out, model, optimizer, scheduler, epoch, 0, "last")
-                if args.save_all_epochs:
-                    save_checkpoint(out, model, optimizer, scheduler, epoch, 0)
-            if args.num_hard_negatives > 0:
-                progress["hard_img"], progress["hard_txt"] = mine_hard_negatives(model, datasets, args, device, amp,
-                                                                                  epoch)
-            progress.update(epoch=epoch + 1, batch=0)
-            save_state()
-            if stop.signum is not None:
-                LOGGER.info("signal %d: saved %s after epoch %d, exiting", stop.signum, state_path, epoch)
-                raise SystemExit(128 + stop.signum)
+                with signals_deferred():  # a SIGINT/SIGTERM waits for this batch (and its update)
+                    batch = move_batch(batch, device)
+                    with amp.autocast():
+                        out_vec = model(batch)
+                    res = biencoder_loss(out_vec.txt.float(), out_vec.img.float(),
+                                         out_vec.caps.float() if out_vec.caps is not None else None,
+                                         batch["sample_size"], args.caption_score_weight, gather=distributed)
+                    loss = res.loss / args.gradient_accumulation_steps
+                    amp.backward(loss)
+                    epoch_loss += float(res.loss.detach())
+                    progress["batch"] = step + 1
+                    if (step + 1) % args.log_result_step == 0 and info.is_main:
+                        LOGGER.info("Epoch: %d: Step: %d/%d, loss=%f, loss_nce=%f, loss_kd=0.0, lr=%f", epoch, step,
+                                    len(batches), float(loss.detach()), float(res.loss.detach()),
+                                    optimizer.param_groups[0]["lr"])
+                    if (step + 1) % args.gradient_accumulation_steps == 0:
+                        if distributed:
+                            _sum_gradients(model)
+                        amp.step(optimizer, max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None)
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        progress["updates"] += 1
+                        mark_boundary()
+                        if progress["updates"] % args.valid_steps == 0:
+                            save_state()
+            with signals_deferred():  # validation, checkpoints and mining end the epoch before a signal saves
+                optimizer.zero_grad(set_to_none=True)
+                LOGGER.info("Av Loss per epoch = %f", epoch_loss / max(len(batches), 1))
+                result = evaluate(model, args.val_txt_db, args.val_img_db, args, img_group, device, amp)
+                metric = _recall_metric(result)
+                outcome.val_results.append(result)
+                LOGGER.info("epoch %d validation: rsum %.2f, R@mean %.4f", epoch, result.rsum, metric)
+                if info.is_main:
+                    if metric > progress["best"]:
+                        progress["best"] = metric
+                        save_checkpoint(out, model, optimizer, scheduler, epoch, 0, "best")
+                    save_checkpoint(out, model, optimizer, scheduler, epoch, 0, "last")
+                    if args.save_all_epochs:
+                        save_checkpoint(out, model, optimizer, scheduler, epoch, 0)
+                if args.num_hard_negatives > 0:
+                    progress["hard_img"], progress["hard_txt"] = mine_hard_negatives(model, datasets, args, device,
+                                                                                      amp, epoch)
+                progress.update(epoch=epoch + 1, batch=0)
+                mark_boundary()
+                save_state()
     outcome.best_metric = progress["best"]
     outcome.updates = progress["updates"]
     if args.test_txt_db:

@@ -19,6 +19,7 @@ from itr_common.testing import (
     check_learns,
     check_resume_exact,
     check_sigterm_message,
+    check_two_process_resume_exact,
     check_usage_error,
     edit_checkpoint,
     invoke,
@@ -27,6 +28,7 @@ from itr_common.testing import (
 
 TOY = Path(__file__).resolve().parent / "toy_cli.py"
 TOY_CMD = [sys.executable, str(TOY)]
+TOY_DIST_CMD = [sys.executable, str(TOY.parent / "toy_dist.py")]
 sys.path.insert(0, str(TOY.parent))
 
 import toy_cli  # noqa: E402
@@ -79,6 +81,28 @@ def test_resume_check_catches_a_resume_that_forgets_the_rng(tmp_path):
 
     with pytest.raises(ConformanceError, match="final state.*tensors differ"):
         check_resume_exact(command, tmp_path, final="final.pt", kill_when="last.pt", resume_evidence="resumed")
+
+
+def _toy_dist(run: Path, resume: bool, *extra: str) -> list[str]:
+    return [*TOY_DIST_CMD, "--out", str(run), "--steps", "30", *(["--resume", *extra] if resume else [])]
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_two_process_resume_is_exact_for_the_toy(tmp_path):
+    check = check_two_process_resume_exact(
+        _toy_dist, tmp_path, final="final.pt", kill_on_output="pause at step 10", rank_files="last.rank1.pt",
+        resume_evidence=r"rank 1 resumed at step 10", select=lambda s: (s["model"], s["optimizer"]))
+    assert load_checkpoint(check.resumed)["step"] == 30
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_two_process_resume_check_catches_rank_0_rng_on_every_rank(tmp_path):
+    with pytest.raises(ConformanceError, match="final state.*tensors differ"):
+        check_two_process_resume_exact(
+            lambda run, resume: _toy_dist(run, resume, "--rank0_rng"), tmp_path, final="final.pt",
+            kill_on_output="pause at step 10", rank_files="last.rank1.pt", resume_evidence="resumed at step 10")
 
 
 def test_tensor_comparison_names_the_first_difference():

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -107,86 +105,22 @@ def test_torchrun_two_processes_train(world: Path, tmp_path: Path):
     assert (out / "retrieval_result_test.json").is_file()
 
 
-def _torchrun(world: Path, out: Path, dropout: list[str], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_itm.py",
-            *train_argv(world, out, *QUICK, "--train_batch_size", "16", *dropout), *extra]
-
-
-def two_rank_kill_and_resume(world: Path, tmp_path: Path) -> tuple[dict, dict, str]:
-    """A 2-process run left alone, and the same run SIGTERMed (torchrun forwards it to both ranks) during
-    epoch 0's validation (both ranks then save after it), then resumed with 2 processes: both final
-    ``biencoder.last.pt`` and the resume log."""
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    dropout = dropout_configs(tmp_path)
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    done = subprocess.run(_torchrun(world, full, dropout), cwd=PACKAGE_DIR, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    log = killed / "log.txt"
-    proc = subprocess.Popen(_torchrun(world, killed, dropout), cwd=PACKAGE_DIR, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not (log.is_file() and "Av Loss per epoch" in log.read_text()):  # epoch 0 trained, validating
-            assert proc.poll() is None and time.monotonic() < deadline, "the run to kill ended or hung"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert "signal 15" in stderr, stderr[-3000:]
-    resumed = subprocess.run(_torchrun(world, killed, dropout, "--resume"), cwd=PACKAGE_DIR, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return (torch.load(full / "biencoder.last.pt", weights_only=True),
-            torch.load(killed / "biencoder.last.pt", weights_only=True), resumed.stderr)
-
-
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_process_kill_and_resume_end_bit_identical(world: Path, tmp_path: Path):
-    """Each rank restores its own RNG streams: with dropout, a 2-process run SIGTERMed and resumed ends with the
-    weights and optimizer state of the run left alone, bit for bit (restoring rank 0's streams on every rank
-    did not: 1.1e-03 max abs weight difference)."""
-    from itr_common.testing import assert_same_tensors
+    """Each rank restores its own RNG streams: with dropout, a 2-process run SIGTERMed during epoch 0's validation
+    (torchrun forwards it to both ranks; both save after it) and resumed with 2 processes ends with the weights
+    and optimizer state of the run left alone, bit for bit (restoring rank 0's streams on every rank did not:
+    1.1e-03 max abs weight difference)."""
+    from itr_common.testing import check_two_process_resume_exact
 
-    full, resumed, log = two_rank_kill_and_resume(world, tmp_path)
-    assert "resumed from" in log and "epoch 1, batch 0" in log
-    assert (tmp_path / "killed" / "train_state.rank1.pt").is_file()
-    assert_same_tensors(full["model_dict"], resumed["model_dict"], "model_dict")
-    assert_same_tensors(full["optimizer_dict"], resumed["optimizer_dict"], "optimizer_dict")
+    dropout = dropout_configs(tmp_path)
 
+    def command(run: Path, resume: bool) -> list[str]:
+        return [sys.executable, "train_itm.py", *train_argv(world, run, *QUICK, "--train_batch_size", "16", *dropout),
+                *(["--resume"] * resume)]
 
-def test_rank_states_resume_each_rank_or_say_what_is_missing(tmp_path: Path):
-    from itr_common.dist import DistInfo
-    from itr_common.errors import UserError
-    from itr_lightningdot.checkpoints import load_rank_state, rank_state_path, save_rank_state
-
-    def info(rank: int, world: int) -> DistInfo:
-        return DistInfo(rank, world, rank, torch.device("cpu"), "gloo" if world > 1 else None)
-
-    path, same = tmp_path / "train_state.pt", ("position",)
-    old = {"model": 1, "rng": 0}  # written before per-rank states: still resumes in one process
-    assert load_rank_state(old, path, info(0, 1), same) is old
-    with pytest.raises(UserError, match="expected per-rank RNG states for a resume with 2 processes"):
-        load_rank_state(old, path, info(1, 2), same)
-
-    for rank in (0, 1):
-        save_rank_state(path, info(rank, 2), {"rng": 10 + rank, "position": [0, 3, 3]}, lambda: {"model": 1})
-    state = torch.load(path, weights_only=True)
-    assert state == {"model": 1, "rng": 10, "position": [0, 3, 3], "world_size": 2}
-    assert torch.load(rank_state_path(path, 1), weights_only=True) == {"rng": 11, "position": [0, 3, 3],
-                                                                        "world_size": 2}
-    assert load_rank_state(state, path, info(0, 2), same)["rng"] == 10
-    assert load_rank_state(state, path, info(1, 2), same)["rng"] == 11
-    with pytest.raises(UserError, match="saved by 2"):
-        load_rank_state(state, path, info(0, 1), same)
-    save_rank_state(path, info(1, 2), {"rng": 11, "position": [0, 6, 6]}, dict)
-    with pytest.raises(UserError, match="stopped at different updates"):
-        load_rank_state(state, path, info(1, 2), same)
-    rank_state_path(path, 1).unlink()
-    with pytest.raises(UserError, match=r"train_state\.rank1\.pt: expected rank 1's RNG state"):
-        load_rank_state(state, path, info(1, 2), same)
+    check_two_process_resume_exact(
+        command, tmp_path, final="biencoder.last.pt", kill_on_output="Av Loss per epoch",
+        rank_files="train_state.rank1.pt", resume_evidence=r"resumed from .*epoch 1, batch 0", cwd=PACKAGE_DIR,
+        select=lambda state: (state["model_dict"], state["optimizer_dict"]))

@@ -12,21 +12,20 @@ released ``LightningDot.pt`` layout.
   ``cls.*``, ``feat_regress.*``, ``region_classifier.*``, ``itm_output.*`` are dropped by name);
   loaded strictly either way.
 - train states (``--resume``): rank 0 writes the single-process layout, every other rank R its own RNG streams
-  and data position to ``<state>.rankR.pt`` (:func:`save_rank_state` / :func:`load_rank_state`).
+  and data position to ``<state>.rankR.pt`` (``itr_common.rank_state``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from itr_common.checkpoint import load_checkpoint, load_state_dict_mapped, save_atomic
-from itr_common.dist import DistInfo
 from itr_common.errors import UserError, fail
 from itr_common.models.uniter import PRETRAIN_HEAD_PREFIXES, img_dim_of, rename_original_keys
 from itr_lightningdot.model import BiEncoder
@@ -196,53 +195,3 @@ def released_state_dict(model: BiEncoder, heads: Mapping[str, Tensor] | None = N
     out.update(heads or {})
     return out
 
-
-# ------------------------------------------------------------------------------------ per-rank resume state
-def rank_state_path(path: str | os.PathLike, rank: int) -> Path:
-    """Where rank ``rank`` > 0 keeps its part of the train state ``path``: ``train_state.pt`` ->
-    ``train_state.rank1.pt`` (rank 0's part is in ``path`` itself, the single-process layout)."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
-
-
-def save_rank_state(path: str | os.PathLike, info: DistInfo, own: Mapping[str, Any],
-                    shared: Callable[[], Mapping[str, Any]]) -> None:
-    """Save a train state: rank 0 writes ``shared()`` + its ``own`` part (RNG streams, data position) +
-    ``world_size`` to ``path``; every other rank writes its ``own`` part to :func:`rank_state_path`. Needs no
-    collective, so a rank can call it from a signal handler."""
-    if info.rank == 0:
-        save_atomic({**shared(), **own, "world_size": info.world_size}, path)
-    else:
-        save_atomic({**own, "world_size": info.world_size}, rank_state_path(path, info.rank))
-
-
-def load_rank_state(state: Mapping[str, Any], path: str | os.PathLike, info: DistInfo,
-                    same: Sequence[str]) -> Mapping[str, Any]:
-    """This rank's part of the train state ``state`` read from ``path`` (see :func:`save_rank_state`).
-
-    The number of processes must be the one that saved it (the data order and position are per rank). A
-    state without ``world_size`` was written before per-rank states existed: it resumes in one process only
-    (with more, every rank would get rank 0's random streams and the run would not continue exactly). A rank's
-    own file must hold the same ``same`` entries as rank 0's (both saved at the same update)."""
-    path = Path(path)
-    if "world_size" not in state:
-        if info.world_size > 1:
-            fail(f"{path}: expected per-rank RNG states for a resume with {info.world_size} processes, found a "
-                 f"state saved without them (an earlier version saved rank 0's only, which every rank would "
-                 f"reuse); resume it in one process or start the run again")
-        return state
-    saved = int(state["world_size"])
-    if saved != info.world_size:
-        fail(f"{path}: expected a state saved by {info.world_size} process(es) (this run), found one saved by "
-             f"{saved}; resume with {saved} process(es) (the data order and RNG streams are per rank)")
-    if info.rank == 0:
-        return state
-    own_path = rank_state_path(path, info.rank)
-    if not own_path.is_file():
-        fail(f"{own_path}: expected rank {info.rank}'s RNG state and data position beside {path.name}, found none")
-    own = load_checkpoint(own_path)
-    differ = [key for key in same if own.get(key) != state.get(key)]
-    if differ:
-        fail(f"{own_path}: expected the update of {path.name} ({', '.join(f'{k}={state.get(k)}' for k in differ)}), "
-             f"found {', '.join(f'{k}={own.get(k)}' for k in differ)} (the ranks stopped at different updates)")
-    return own

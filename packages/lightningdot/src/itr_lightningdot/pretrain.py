@@ -49,8 +49,8 @@ from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
 from itr_common.models.uniter import gelu
 from itr_common.optim import AdamW
+from itr_common.rank_state import load_rank_state, save_rank_state
 from itr_lightningdot.build import build_model, check_img_dbs, pick_device, writable_dir
-from itr_lightningdot.checkpoints import load_rank_state, save_rank_state
 from itr_lightningdot.data import ImageDbGroup, _text_inputs, image_batch, move_batch
 from itr_lightningdot.losses import BiEncoderNllLoss, calc_loss
 from itr_lightningdot.model import BiEncoder

@@ -44,9 +44,10 @@ from itr_common.errors import cli_entry, fail
 from itr_common.fileio import write_json_atomic
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
+from itr_common.rank_state import load_rank_state, save_rank_state
 from itr_common.training import signals_deferred
 from itr_lightningdot.build import build_model, check_img_dbs, pick_device, writable_dir
-from itr_lightningdot.checkpoints import load_rank_state, save_checkpoint, save_rank_state
+from itr_lightningdot.checkpoints import save_checkpoint
 from itr_lightningdot.data import (
     EpochOrder,
     ImageDbGroup,
@@ -274,6 +275,7 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                         if progress["updates"] % args.valid_steps == 0:
                             save_state()
             with signals_deferred():  # validation, checkpoints and mining end the epoch before a signal saves
+                dist.barrier()  # every rank is in this block before the loss line: a signal then saves epoch + 1
                 optimizer.zero_grad(set_to_none=True)
                 LOGGER.info("Av Loss per epoch = %f", epoch_loss / max(len(batches), 1))
                 result = evaluate(model, args.val_txt_db, args.val_img_db, args, img_group, device, amp)

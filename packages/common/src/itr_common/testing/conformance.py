@@ -7,7 +7,8 @@ command lines, callables and checkpoints:
 * :func:`check_learns`: training on the synthetic world beats chance by far, the same run on
   shuffled pairs does not (:func:`honesty_worlds`, ``metrics.chance_recalls``);
 * :func:`check_resume_exact`: a CLI run killed with SIGTERM and continued with its resume flag ends
-  with the same tensors, bit for bit, as an uninterrupted run;
+  with the same tensors, bit for bit, as an uninterrupted run; :func:`check_two_process_resume_exact` the
+  same under ``torchrun --nproc_per_node 2`` (every rank resumes its own RNG streams);
 * :func:`check_checkpoint_round_trip`: save -> load gives the same tensors; a missing or an
   unexpected key is refused naming it; a DDP ``module.`` prefix loads;
 * :func:`check_usage_error`: bad input exits 2 with one line naming the culprit, before any work;
@@ -501,6 +502,86 @@ def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | o
     return ResumeCheck(proc.returncode, final_of(full), final_of(killed), resumed)
 
 
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+               "TORCHELASTIC_RUN_ID")
+"""What a launcher sets in a worker's environment; a test's own torchrun must not inherit them."""
+
+
+def torchrun_command(command: Command, nproc: int = 2) -> list[str]:
+    """The single-process command ``[python, script.py | -m module, *args]`` launched as ``nproc`` processes:
+    ``[python, -m, torch.distributed.run, --standalone, --nproc_per_node, N, script.py | -m module, *args]``."""
+    cmd = [os.fspath(c) for c in command]
+    _require(len(cmd) >= 2 and Path(cmd[0]).name.startswith("python"),
+             f"expected a command [python, script | -m module, ...] to launch with torchrun, found {cmd[:3]}")
+    return [cmd[0], "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *cmd[1:]]
+
+
+def check_two_process_resume_exact(command: Callable[[Path, bool], Command], folder: str | os.PathLike, *,
+                                   final: str | Callable[[Path], Path], kill_on_output: str, rank_files: str,
+                                   resume_evidence: str, select: Callable[[Any], Any] | None = None,
+                                   load: Callable[[Path], Any] | None = None, cwd: str | os.PathLike | None = None,
+                                   env: Mapping[str, str] | None = None, nproc: int = 2,
+                                   timeout: float = 600) -> ResumeCheck:
+    """:func:`check_resume_exact` under ``torchrun --nproc_per_node 2`` (gloo on CPU): every rank resumes its own
+    RNG streams and position, so with dropout the killed + resumed run ends bit for bit as the run left alone.
+
+    ``command(run_dir, resume)`` is the single-process command line (``[python, script | -m module, ...]``; launched
+    through :func:`torchrun_command`). Three runs under ``folder``: ``full``; ``killed``, sent SIGTERM (torchrun
+    forwards it to every rank) once its output (both ranks', in ``folder/killed.log``) matches the regex
+    ``kill_on_output``: pick a line printed while every rank waits in a signal-deferred block (a validation, an
+    epoch end), so that all ranks save the same update; it must end with a non-zero status and leave
+    ``rank_files`` (a glob under the run dir, e.g. ``checkpoint.rank1.pth.tar``: rank 1's own state); then the
+    same run dir resumed, which must exit 0 and print ``resume_evidence``. ``final`` / ``select`` / ``load`` as
+    :func:`check_resume_exact`. Launch variables of an enclosing torchrun are removed from ``env``.
+    """
+    from itr_common.checkpoint import load_checkpoint
+
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    load = load or load_checkpoint
+    select = select or (lambda state: state)
+    env = {k: v for k, v in dict(env or subprocess_env(CUDA_VISIBLE_DEVICES="")).items() if k not in LAUNCH_VARS}
+    final_of = final if callable(final) else (lambda run: run / final)
+    full, killed = root / "full", root / "killed"
+    launch = lambda run, resume: torchrun_command(command(run, resume), nproc)  # noqa: E731
+
+    done = run_command(launch(full, False), cwd=cwd, env=env, timeout=timeout)
+    _require(done.code == 0, f"uninterrupted {nproc}-process run: expected status 0, found {done.code}\n{done.tail()}")
+
+    log_path = root / "killed.log"
+    pattern = re.compile(kill_on_output)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(launch(killed, False), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while not pattern.search(log_path.read_text(errors="replace")):
+                if proc.poll() is not None:
+                    raise ConformanceError(f"the run to kill ended (status {proc.returncode}) before printing "
+                                           f"{kill_on_output!r}\n...{log_path.read_text()[-2000:]}")
+                _require(time.monotonic() < deadline, f"{kill_on_output!r} not printed within {timeout} s")
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = log_path.read_text(errors="replace")
+    _require(proc.returncode != 0, f"killed run: expected a non-zero status (saved, then exited), found 0; the kill "
+                                   f"must land before the run ends\n...{output[-2000:]}")
+    _require(any(killed.glob(rank_files)), f"killed run: expected {rank_files} under {killed} (the other rank's own "
+                                            f"state), found none\n...{output[-2000:]}")
+
+    resumed = run_command(launch(killed, True), cwd=cwd, env=env, timeout=timeout)
+    _require(resumed.code == 0, f"resumed {nproc}-process run: expected status 0, found {resumed.code}\n"
+                                f"{resumed.tail()}")
+    _require(re.search(resume_evidence, resumed.stdout + resumed.stderr) is not None,
+             f"resumed run: expected output matching {resume_evidence!r} (it must continue, not start over)\n"
+             f"{resumed.tail()}")
+    assert_same_tensors(select(load(final_of(full))), select(load(final_of(killed))), "final state")
+    return ResumeCheck(proc.returncode, final_of(full), final_of(killed), resumed)
+
+
 # ------------------------------------------------------------------------------------ (a) learning
 def honesty_worlds(folder: str | os.PathLike, layouts: Sequence[str], size: str = "tiny", **changes: Any
                    ) -> dict[str, Path]:
@@ -589,6 +670,7 @@ def cli_train_and_evaluate(train: Callable[[Path, Path], Command], evaluate: Cal
 
 
 __all__ = [
+    "LAUNCH_VARS",
     "SIGTERM_STATUS",
     "ConformanceError",
     "LearningCheck",
@@ -600,6 +682,7 @@ __all__ = [
     "check_learns",
     "check_resume_exact",
     "check_sigterm_message",
+    "check_two_process_resume_exact",
     "check_usage_error",
     "cli_train_and_evaluate",
     "console_script",
@@ -612,5 +695,6 @@ __all__ = [
     "single_thread",
     "state_dicts_in",
     "subprocess_env",
+    "torchrun_command",
     "tree_listing",
 ]

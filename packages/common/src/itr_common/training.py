@@ -1,6 +1,7 @@
 """The SCAN-family training loops (DIME, SelfAlign): step decay, deferred signals, option dump, and
 :class:`ScanTrainer`, the mechanics both trainers share (resume, save, save on a signal, the epoch loop,
-dev validation and best-model bookkeeping)."""
+dev validation and best-model bookkeeping). Under torchrun every rank saves and resumes its own RNG streams
+(:mod:`itr_common.rank_state`: ``checkpoint.rankR.pth.tar`` beside rank 0's ``checkpoint.pth.tar``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from typing import Any
 import torch
 
 from itr_common.amp import Amp, AmpConfig
-from itr_common.checkpoint import SaveOnSignal, capture_rng_state, restore_rng_state
-from itr_common.dist import DistInfo, barrier, wrap_model
+from itr_common.checkpoint import SaveOnSignal, capture_rng_state, restore_rng_state, rng_preserved
+from itr_common.dist import DistInfo, barrier, broadcast_object, wrap_model
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger
 from itr_common.metrics import RetrievalResult
+from itr_common.rank_state import load_rank_state, save_rank_state
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -74,9 +76,12 @@ class ScanTrainer:
     """One training run on this process (part of a torchrun world or alone), as the SCAN-family originals do it.
 
     Every epoch: ``lr = learning_rate * gamma ** (epoch // lr_update)``, one pass over the train loader (each step
-    with SIGINT/SIGTERM deferred), dev validation every ``val_step`` iterations and at the end of the epoch, each
-    validation saving the checkpoint (and the best one) on rank 0. ``position`` (epoch, batches done in it) is where
-    a resumed run continues. A subclass builds ``model``, data (``loader``, ``sampler``, ``batch_sampler``,
+    and each validation with SIGINT/SIGTERM deferred), dev validation (rank 0, RNG-neutral) every ``val_step``
+    iterations and at the end of the epoch, each validation saving the checkpoint (and the best one) on rank 0 and
+    each other rank R's RNG streams and position to ``checkpoint.rankR.pth.tar`` (``model_best.rankR.pth.tar``).
+    ``position`` (epoch, batches done in it) and the RNG streams are snapshot at every step boundary
+    (:meth:`mark_boundary`): what any save, a signal's included, writes, so every rank saves the same update.
+    A subclass builds ``model``, data (``loader``, ``sampler``, ``batch_sampler``,
     ``dev_split``) and calls :meth:`setup_optimisation`; it provides :meth:`state`, :meth:`load_model_state`,
     :meth:`step`, :meth:`loss_meters`, :meth:`evaluate_dev` and the checkpoint writer ``save_checkpoint``.
     All the configuration comes from ``opt``: ``seed``, ``learning_rate``, ``lr_update``, ``num_epochs``,
@@ -85,6 +90,7 @@ class ScanTrainer:
 
     log: logging.Logger = logging.getLogger(__name__)
     checkpoint_file: str = "checkpoint.pth.tar"
+    best_file: str = "model_best.pth.tar"
     gamma: float = 0.1
     save_checkpoint: Callable[[dict, bool, str], Path]  # a subclass sets staticmethod(<its writer>)
 
@@ -93,6 +99,7 @@ class ScanTrainer:
         self.eiters, self.best_rsum, self.best_r1 = 0, 0.0, 0.0
         self.start_epoch = self.start_batch = 0
         self.position = (0, 0)  # (epoch, batches done in it): where a resumed run continues
+        self.boundary_rng: dict[str, Any] | None = None  # RNG streams at ``position`` (mark_boundary)
         self.result = TrainResult()
 
     def setup_optimisation(self, params: Iterable[torch.nn.Parameter]) -> None:
@@ -110,17 +117,39 @@ class ScanTrainer:
         raise NotImplementedError
 
     def progress_state(self, epoch: int, batch: int) -> dict[str, Any]:
-        """The optimizer, AMP, RNG and position entries every checkpoint ends with."""
-        return {"optimizer": self.optimizer.state_dict(), "amp": self.amp.state_dict(), "rng": capture_rng_state(),
+        """The optimizer, AMP, RNG and position entries every checkpoint ends with (RNG: the last boundary's)."""
+        return {"optimizer": self.optimizer.state_dict(), "amp": self.amp.state_dict(), "rng": self._rng(),
                 "resume": {"epoch": epoch, "batch": batch}}
 
+    def _rng(self) -> dict[str, Any]:
+        return self.boundary_rng if self.boundary_rng is not None else capture_rng_state()
+
+    def mark_boundary(self, epoch: int, batch: int) -> None:
+        """A step boundary: ``batch`` batches of ``epoch`` done. Remember it with the RNG streams of this moment,
+        what every save until the next boundary writes (a signal between two steps saves this update)."""
+        self.position = (epoch, batch)
+        self.boundary_rng = capture_rng_state()
+
+    def own_state(self) -> dict[str, Any]:
+        """What differs between ranks, at the last boundary: RNG streams; with the position and ``Eiters``
+        that :meth:`resume` checks against rank 0's."""
+        epoch, batch = self.position
+        return {"Eiters": self.eiters, "rng": self._rng(), "resume": {"epoch": epoch, "batch": batch}}
+
     def save(self, is_best: bool) -> None:
-        if self.dist.is_main:
-            self.result.checkpoint = self.save_checkpoint(self.state(*self.position), is_best, self.opt.logger_name)
+        """Rank 0: the checkpoint (SCAN layout + ``world_size``; copied to the best file when ``is_best``); rank R > 0:
+        its own RNG streams and position in ``checkpoint.rankR.pth.tar`` (and ``model_best.rankR.pth.tar``)."""
+        folder = Path(self.opt.logger_name)
+
+        def write(state: Mapping[str, Any], path: Path) -> None:
+            self.result.checkpoint = self.save_checkpoint(dict(state), is_best, self.opt.logger_name)
+
+        save_rank_state(folder / self.checkpoint_file, self.dist, self.own_state(), lambda: self.state(*self.position),
+                        write=write, copies=[folder / self.best_file] if is_best else [])
 
     def save_on_signal(self) -> None:
-        self.log.warning("signal received: saving %s/%s at epoch %d, batch %d", self.opt.logger_name,
-                         self.checkpoint_file, *self.position)
+        self.log.warning("signal received: saving %s/%s at epoch %d, batch %d (rank %d)", self.opt.logger_name,
+                         self.checkpoint_file, *self.position, self.dist.rank)
         self.save(is_best=False)
 
     def load_model_state(self, state: dict, path: str) -> None:
@@ -128,7 +157,10 @@ class ScanTrainer:
         raise NotImplementedError
 
     def resume(self, path: str, state: dict) -> None:
-        """Continue from the checkpoint ``state`` read from ``path``: model, counters, optimizer, AMP, RNG."""
+        """Continue from the checkpoint ``state`` read from ``path``: model, counters, optimizer, AMP, and this rank's
+        RNG streams (rank R > 0: from ``checkpoint.rankR.pth.tar``; refused with one line when missing, saved at
+        another update or by another number of processes; a checkpoint of an earlier version, rank 0's RNG only,
+        resumes in one process)."""
         self.log.info("=> loading checkpoint '%s'", path)
         self.load_model_state(state, path)
         self.eiters = int(state.get("Eiters", 0))
@@ -142,10 +174,9 @@ class ScanTrainer:
             self.start_epoch, self.start_batch = int(state["resume"]["epoch"]), int(state["resume"]["batch"])
         else:  # an original checkpoint: its 'epoch' counts the epochs begun
             self.start_epoch, self.start_batch = int(state.get("epoch", 0)), 0
-        if "rng" in state:
-            restore_rng_state(state["rng"])
-            if self.dist.rank:
-                torch.manual_seed(self.opt.seed + 1000 * self.dist.rank + self.eiters)
+        own = load_rank_state(state, path, self.dist, same=("Eiters", "resume"))
+        if "rng" in own:  # an original checkpoint has none: each rank keeps setup_optimisation's seed
+            restore_rng_state(own["rng"])
         self.position = (self.start_epoch, self.start_batch)
         self.log.info("=> loaded checkpoint '%s' (epoch %d, batch %d, best_rsum %.2f)", path, self.start_epoch,
                       self.start_batch, self.best_rsum)
@@ -177,7 +208,7 @@ class ScanTrainer:
             data_time.update(time.time() - end, 1)
             with signals_deferred():
                 losses = self.step(batch, epoch)
-                self.position = (epoch, i + 1)
+                self.mark_boundary(epoch, i + 1)
             meters.update("Eit", self.eiters)
             meters.update("lr", self.optimizer.param_groups[0]["lr"])
             for name, value, n in self.loss_meters(losses, batch):
@@ -193,7 +224,8 @@ class ScanTrainer:
                 self.tb.log_value(name, value, step=self.eiters)
             meters.tb_log(self.tb, step=self.eiters)
             if self.eiters % opt.val_step == 0:
-                self.validate_and_save()
+                with signals_deferred():
+                    self.validate_and_save()
 
     def evaluate_dev(self) -> RetrievalResult:
         """Encode ``dev`` (logging ``encode_data elapses``) and score it."""
@@ -213,12 +245,20 @@ class ScanTrainer:
         return score, r1
 
     def validate_and_save(self) -> None:
+        """Rank 0 validates (RNG-neutral) while the others wait; then every rank saves its part of the checkpoint.
+
+        Called with signals deferred; the first barrier makes every rank be inside that block before rank 0 says
+        ``validation at``, so a signal from then on saves this update on every rank."""
+        barrier()
+        is_best = False
         if self.dist.is_main:
-            rsum, r1 = self.validate()
+            self.log.info("validation at epoch %d, batch %d (iteration %d)", *self.position, self.eiters)
+            with rng_preserved():
+                rsum, r1 = self.validate()
             is_best = rsum > self.best_rsum
             self.best_rsum = max(rsum, self.best_rsum)
             self.best_r1 = max(r1, self.best_r1)
-            self.save(is_best)
+        self.save(bool(broadcast_object(is_best)))
         barrier()
 
     def fit(self) -> TrainResult:
@@ -231,10 +271,12 @@ class ScanTrainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 skip = self.start_batch if epoch == self.start_epoch else 0
-                self.position = (epoch, skip)
+                with signals_deferred():
+                    self.mark_boundary(epoch, skip)
                 self.train_epoch(epoch, skip)
-                self.position = (epoch + 1, 0)
-                self.validate_and_save()
+                with signals_deferred():
+                    self.mark_boundary(epoch + 1, 0)
+                    self.validate_and_save()
         self.tb.close()
         self.result.eiters, self.result.best_rsum = self.eiters, self.best_rsum
         return self.result

@@ -24,3 +24,21 @@ def test_torchrun_two_processes(world, tmp_path):
     # 48 images x 5 captions = 240 pairs over 2 processes, 16 per batch: 8 steps each
     assert state["Eiters"] == 8 and state["epoch"] == 1
     assert proc.stderr.count("matching  minival") == 1  # validation on rank 0 only
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path):
+    """Two gloo processes (dropout 0.1), SIGTERMed while rank 0 validates at the end of epoch 0, resumed with two:
+    each rank restores its own RNG streams (``checkpoint.rank1.pth.tar``), so the weights and optimizer end as the
+    run left alone, bit for bit."""
+    from itr_common.testing import check_two_process_resume_exact
+
+    def command(run: Path, resume: bool) -> list[str]:
+        argv = train_argv(world, run, "alad-alignment-and-matching-distill", "--device", "cpu", epochs=2)
+        return [PYTHON, "train.py", *argv, *(["--resume", str(run / "checkpoint.pth.tar")] if resume else [])]
+
+    check_two_process_resume_exact(
+        command, tmp_path, final="checkpoint.pth.tar", kill_on_output=r"validation at epoch 1, batch 0",
+        rank_files="checkpoint.rank1.pth.tar", resume_evidence=r"loaded checkpoint .* \(epoch 1, batch 0\)",
+        cwd=ALAD_DIR, select=lambda state: (state["model"], state["optimizer"], state["Eiters"]))

@@ -12,7 +12,9 @@ clipping (grad-clip) and a step. Validation on ``minival`` every ``val_step`` it
 epoch: the matching head's rsum, plus the alignment head's when the loss-type trains it; each saves
 ``checkpoint.pth.tar`` and, when that sum is the best so far, ``model_best_rsum.pth.tar`` under
 ``--logger_name``. ``--resume`` continues a run (epoch, batch, optimizer, scheduler, RNG; bit for bit on
-CPU); SIGINT/SIGTERM save a resumable checkpoint at the next step boundary and exit (130/143).
+CPU); SIGINT/SIGTERM save a resumable checkpoint at the next step boundary and exit (130/143). Under torchrun
+every rank R > 0 also saves its own RNG streams to ``checkpoint.rankR.pth.tar`` (``model_best_rsum.rankR.pth.tar``)
+and restores them on ``--resume`` (``itr_common.rank_state``), so a multi-process resume is exact too.
 """
 
 from __future__ import annotations
@@ -40,11 +42,19 @@ from itr_aladin.options import (
     use_checkpoint_feature_dim,
 )
 from itr_aladin.oscar import OscarConfig, check_vocab, load_oscar_weights
-from itr_common.checkpoint import SaveOnSignal, capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
-from itr_common.dist import DistInfo, barrier, init_distributed, shutdown, wrap_model
+from itr_common.checkpoint import (
+    SaveOnSignal,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    rng_preserved,
+    save_atomic,
+)
+from itr_common.dist import DistInfo, barrier, broadcast_object, init_distributed, shutdown, wrap_model
 from itr_common.errors import UserError, cli_entry, fail, require_file
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
 from itr_common.metrics import RetrievalResult
+from itr_common.rank_state import load_rank_state, save_rank_state
 from itr_common.text import load_bert_tokenizer
 from itr_common.training import DEFERRED_SIGNALS, signals_deferred
 from itr_common.validation import require_writable
@@ -120,6 +130,7 @@ class Trainer:
         self.best_rsum = 0.0
         self.start = (0, 0)
         self.position = (0, 0)
+        self.boundary_rng: dict[str, Any] | None = None  # the RNG streams at ``position`` (mark_boundary)
         self.result = TrainResult()
         torch.manual_seed(args.seed + 1000 * dist.rank)  # the dropout stream of this process
         if self.loaded is not None:
@@ -127,6 +138,18 @@ class Trainer:
             self.loaded = None
 
     # ------------------------------------------------------------------------------------- checkpoints
+    def mark_boundary(self, epoch: int, batch: int) -> None:
+        """A step boundary (``batch`` batches of ``epoch`` done) and this moment's RNG streams: what every save
+        until the next boundary writes, so that all ranks save the same update."""
+        self.position = (epoch, batch)
+        self.boundary_rng = capture_rng_state()
+
+    def own_state(self) -> dict[str, Any]:
+        """This rank's part of a checkpoint: its RNG streams, with the counters :meth:`load` checks."""
+        epoch, batch = self.position
+        return {"Eiters": self.model.Eiters, "rng": self.boundary_rng or capture_rng_state(),
+                "resume": {"epoch": epoch, "batch": batch}}
+
     def state(self) -> dict[str, Any]:
         epoch, batch = self.position
         return {
@@ -139,18 +162,22 @@ class Trainer:
             "config": self.config,
             "Eiters": self.model.Eiters,
             "best_rsum": self.best_rsum,
-            "rng": capture_rng_state(),
+            "rng": self.boundary_rng or capture_rng_state(),
             "resume": {"epoch": epoch, "batch": batch},
         }
 
     def save(self, is_best: bool) -> None:
-        if not self.dist.is_main:
-            return
-        state = self.state()
+        """Rank 0: ``checkpoint.pth.tar`` (+ ``model_best_rsum.pth.tar``), the original layout + ``world_size``;
+        rank R > 0: its RNG streams and position in ``checkpoint.rankR.pth.tar`` (+ ``model_best_rsum.rankR...``)."""
         folder = Path(self.args.logger_name)
-        self.result.checkpoint = save_atomic(state, folder / CHECKPOINT_FILE)
-        if is_best:
-            save_atomic(state, folder / BEST_FILE)
+
+        def write(state: dict[str, Any], path: Path) -> None:
+            self.result.checkpoint = save_atomic(state, path)
+            if is_best:
+                save_atomic(state, folder / BEST_FILE)
+
+        save_rank_state(folder / CHECKPOINT_FILE, self.dist, self.own_state(), self.state, write=write,
+                        copies=[folder / BEST_FILE] if is_best else [])
 
     def load(self, path: str, resume: bool, state: dict[str, Any] | None = None) -> None:
         logger.info("=> loading checkpoint '%s'", path)
@@ -175,10 +202,11 @@ class Trainer:
             self.start = (int(state["resume"]["epoch"]), int(state["resume"]["batch"]))
         else:  # an original checkpoint: 'epoch' counts the epochs begun
             self.start = (int(state["epoch"]), 0)
-        if "rng" in state and self.dist.world_size == 1:
-            restore_rng_state(state["rng"])
-        elif "rng" in state:  # each process had its own dropout stream; rank 0's was saved
-            torch.manual_seed(self.args.seed + 1000 * self.dist.rank + self.model.Eiters)
+        # this rank's RNG streams (rank R > 0: its own file; refused when missing, of another update or process
+        # count, or for a state of an earlier version holding rank 0's only); none in an original checkpoint
+        own = load_rank_state(state, path, self.dist, same=("Eiters", "resume"))
+        if "rng" in own:
+            restore_rng_state(own["rng"])
         self.position = self.start
         logger.info("=> loaded checkpoint '%s' (epoch %d, batch %d)", path, *self.start)
 
@@ -224,7 +252,7 @@ class Trainer:
         args = self.args
         data_time.update(time.time() - self.batch_end, 1)
         loss, parts = self.step(images, texts, epoch)
-        self.position = (epoch, i + 1)
+        self.mark_boundary(epoch, i + 1)
         self.result.losses.append(loss)
         eiters = self.model.Eiters
         meters.update("Eit", eiters)
@@ -269,11 +297,19 @@ class Trainer:
         return rsum
 
     def validate_and_save(self) -> None:
+        """Rank 0 validates (RNG-neutral) while the others wait; then every rank saves its part of the checkpoint.
+
+        Called with signals deferred; the first barrier makes every rank be inside that block before rank 0 says
+        ``validation at``, so a signal from then on saves this update on every rank."""
+        barrier()
+        is_best = False
         if self.dist.is_main:
-            rsum = self.validate()
+            logger.info("validation at epoch %d, batch %d (iteration %d)", *self.position, self.model.Eiters)
+            with rng_preserved():
+                rsum = self.validate()
             is_best = rsum > self.best_rsum
             self.best_rsum = max(rsum, self.best_rsum)
-            self.save(is_best)
+        self.save(bool(broadcast_object(is_best)))
         barrier()
 
     def fit(self) -> TrainResult:
@@ -281,11 +317,11 @@ class Trainer:
             for epoch in range(self.start[0], self.args.num_epochs):
                 skip = self.start[1] if epoch == self.start[0] else 0
                 with signals_deferred():
-                    self.position = (epoch, skip)
+                    self.mark_boundary(epoch, skip)
                 self.batch_end = time.time()
                 self.train_epoch(epoch, skip)
                 with signals_deferred():
-                    self.position = (epoch + 1, 0)
+                    self.mark_boundary(epoch + 1, 0)
                     self.validate_and_save()
         self.tb.close()
         self.result.eiters = self.model.Eiters

@@ -66,3 +66,30 @@ def test_torchrun_two_processes_train_and_evaluate(world, tmp_path):
           "--checkpoint", str(out / "ckpt" / "model_step_4_final.pt"),
           "--model_config", str(world / "pretrained" / "uniter-tiny.json"), "--output_dir", str(single)])
     assert json.loads((single / "scores.json").read_text()) == pytest.approx(two_ranks, abs=1e-9)
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path):
+    """Two gloo processes (dropout 0.1), SIGTERMed during the validation at update 6 and resumed with two: each rank
+    restores its own RNG streams and group-stream positions (``train_state_6.rank1.pt``), so the final weights are
+    those of the run left alone, bit for bit."""
+    from itr_common.testing import check_two_process_resume_exact
+
+    flags = ("--num_train_steps", "12", "--valid_steps", "6", "--train_batch_size", "2", "--warmup_steps", "2")
+
+    def command(run: Path, resume: bool) -> list[str]:
+        return [sys.executable, "train_itm_hard_negatives.py", *train_argv(world, run, *flags),
+                *(["--resume"] if resume else [])]
+
+    check = check_two_process_resume_exact(
+        command, tmp_path, final="ckpt/model_step_12_final.pt", kill_on_output=r"validation at update 6",
+        rank_files="ckpt/train_state_6.rank1.pt", resume_evidence=r"resumed from .* at update 6", cwd=PACKAGE_DIR)
+
+    # without rank 1's file the resume is refused on both ranks in one line (it restarted rank 1's RNG and data before)
+    from itr_common.testing import run_command, subprocess_env, torchrun_command
+
+    (check.resumed.parent / "train_state_12.rank1.pt").unlink()
+    again = run_command(torchrun_command(command(tmp_path / "killed", True)), cwd=PACKAGE_DIR,
+                        env=subprocess_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
+    assert again.code != 0 and "train_state_12.rank1.pt: expected rank 1's RNG state" in again.stderr, again.tail()

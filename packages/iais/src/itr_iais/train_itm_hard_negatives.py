@@ -12,7 +12,9 @@ with ``--IAIS``, ``IAIS * exp(5 * (global_step / num_train_steps - 1))``.
 
 Outputs (rank 0), as the original: ``{output_dir}/log/{hps.json, model.json, log.txt}`` + TensorBoard
 events, ``{output_dir}/ckpt/model_step_{N}.pt`` (plain state dict, original keys) and ours
-``train_state_{N}.pt`` (step, optimizer, AMP scaler, RNG) for ``--resume``; at the end
+``train_state_{N}.pt`` (step, optimizer, AMP scaler, RNG, data positions) for ``--resume``, with N processes
+each rank R > 0's own RNG and data positions in ``train_state_{N}.rank{R}.pt`` (``itr_common.rank_state``: a
+resume with another process count or a missing rank file is refused in one line); at the end
 ``model_step_{N}_final.pt`` and the test evaluation in ``results_test/``.
 """
 
@@ -52,6 +54,7 @@ from itr_common.fileio import removed_on_failure, result_set, write_json_atomic
 from itr_common.logging import TensorBoardLogger, get_logger, progress, setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.models.uniter import img_dim_of, load_uniter_state_dict
+from itr_common.rank_state import load_rank_state, save_rank_state
 from itr_common.training import signals_deferred
 from itr_common.validation import check_same_size, require_writable
 from itr_iais.data import HardNegFromImage, HardNegFromText, ItmValDataset, single_collate
@@ -324,17 +327,14 @@ class Trainer:
         """``model_step_{tag}.pt`` + ``train_state_{tag}.pt`` (rank 0), ``train_state_{tag}.rank{R}.pt`` (other
         ranks: their RNG and data positions), atomically. The weights and the optimizer change only at an
         update, so together with :attr:`boundary` they describe the last update boundary exactly."""
-        if with_train_state and not self.is_main:
-            save_atomic({"step": int(self.state.global_step), **self.boundary},
-                        self.ckpt_dir / f"train_state_{tag}.rank{self.info.rank}.pt")
-        if not self.is_main:
-            return
-        save_atomic(model_state_dict(self.model), self.ckpt_dir / f"model_step_{tag}.pt")
+        if self.is_main:
+            save_atomic(model_state_dict(self.model), self.ckpt_dir / f"model_step_{tag}.pt")
         if with_train_state:
-            state = {"step": int(self.state.global_step), "optimizer": self.optimizer.state_dict(),
-                     "amp": self.amp.state_dict(), "world_size": self.info.world_size, **self.boundary}
-            save_atomic(state, self.ckpt_dir / f"train_state_{tag}.pt")
-        self.on_saved()
+            save_rank_state(self.ckpt_dir / f"train_state_{tag}.pt", self.info,
+                            {"step": int(self.state.global_step), **self.boundary},
+                            lambda: {"optimizer": self.optimizer.state_dict(), "amp": self.amp.state_dict()})
+        if self.is_main:
+            self.on_saved()
 
     def resume(self) -> None:
         step = last_train_state(self.ckpt_dir)
@@ -347,10 +347,9 @@ class Trainer:
         state = load_checkpoint(state_path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.amp.load_state_dict(state.get("amp", {}))
-        own = state
-        if self.info.rank:
-            rank_path = self.ckpt_dir / f"train_state_{step}.rank{self.info.rank}.pt"
-            own = load_checkpoint(rank_path) if rank_path.is_file() else {}
+        # this rank's RNG and data positions: rank R > 0 reads train_state_{N}.rank{R}.pt (refused in one line when
+        # missing, of another update, or saved by another number of processes)
+        own = load_rank_state(state, state_path, self.info, same=("step",), per_rank=("rng", "data"))
         if "rng" in own:
             restore_rng_state(own["rng"])
         if "data" in own:
@@ -503,14 +502,18 @@ class Trainer:
         return result
 
     def periodic_validation(self) -> None:
+        """Validation and checkpoint every ``valid_steps`` updates, with SIGINT/SIGTERM deferred: every rank takes
+        part in the validation's gathers, so a signal waits until all have saved this update."""
         st = self.state
-        if self.opts.full_val:
-            log, result = self.evaluate(self.val_txt_db, self.val_img_db, "val")
-            self.tb.log_dict({f"valid/{k}": v for k, v in log.items()}, st.global_step)
-            self.report(f"val (step {st.global_step})", log, result)
-        else:
-            self.tb.log_dict(self.validate(), st.global_step)
         with signals_deferred():
+            dist.barrier()  # every rank is in this block before rank 0 says so: a signal then saves this update
+            LOGGER.info("validation at update %d", st.global_step)
+            if self.opts.full_val:
+                log, result = self.evaluate(self.val_txt_db, self.val_img_db, "val")
+                self.tb.log_dict({f"valid/{k}": v for k, v in log.items()}, st.global_step)
+                self.report(f"val (step {st.global_step})", log, result)
+            else:
+                self.tb.log_dict(self.validate(), st.global_step)
             self.save(st.global_step)
 
 

@@ -135,3 +135,31 @@ def test_torchrun_two_gloo_processes(tmp_path):
         assert rec["broadcast_tensor"] == [6.0, 6.0]  # src=1 holds rank + 5 = 6
         assert rec["broadcast_object"] == {"sender": 0, "payload": [1, "two"]}
         assert rec["all_gather_object"] == ["rank0", "rank1"]
+
+
+def test_save_on_signal_with_several_processes_only_records_until_the_ranks_agree(clean_env):
+    """world_size > 1: the handler records the signal, nothing is saved until at_boundary() (a collective; here no
+    process group, so this rank's flag alone), which saves once and exits 128 + signal; one process: no-op."""
+    import signal
+
+    from itr_common.checkpoint import SaveOnSignal
+
+    saves: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    info = dist.DistInfo(0, 2, 0, torch.device("cpu"), "gloo")
+    with SaveOnSignal(lambda: saves.append(1), info=info) as guard:
+        guard.at_boundary()  # no signal yet: goes on
+        assert guard.stop_requested() == 0
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)  # a second one changes nothing
+        assert saves == [] and guard.received == signal.SIGTERM
+        with pytest.raises(SystemExit) as stop:
+            guard.at_boundary()
+    assert stop.value.code == 143 and saves == [1]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # exiting: torchrun's SIGTERM must not kill it
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    single = SaveOnSignal(lambda: saves.append(2), info=dist.DistInfo(0, 1, 0, torch.device("cpu"), None))
+    single.received = signal.SIGTERM
+    single.at_boundary()  # one process: the handler saves, at_boundary does nothing
+    assert saves == [1]

@@ -3,6 +3,7 @@ conforming command and fails, naming the problem, on a non-conforming one."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -83,16 +84,29 @@ def test_resume_check_catches_a_resume_that_forgets_the_rng(tmp_path):
         check_resume_exact(command, tmp_path, final="final.pt", kill_when="last.pt", resume_evidence="resumed")
 
 
-def _toy_dist(run: Path, resume: bool, *extra: str) -> list[str]:
-    return [*TOY_DIST_CMD, "--out", str(run), "--steps", "30", *(["--resume", *extra] if resume else [])]
+def _toy_dist(run: Path, resume: bool, *extra: str, always: tuple[str, ...] = ()) -> list[str]:
+    return [*TOY_DIST_CMD, "--out", str(run), "--steps", "30", *always, *(["--resume", *extra] if resume else [])]
+
+
+def _signal_saves(log: Path) -> dict[int, int]:
+    """``{rank: step}`` each rank saved on the signal, from the killed run's log."""
+    found = re.findall(r"rank (\d+) saved step (\d+) on a signal", log.read_text())
+    return {int(rank): int(step) for rank, step in found}
 
 
 @pytest.mark.slow
 @pytest.mark.dist
-def test_two_process_resume_is_exact_for_the_toy(tmp_path):
+@pytest.mark.parametrize("signal_ranks", [None, (1,)], ids=["both", "rank1-only"])
+def test_two_process_mid_run_kill_resumes_exactly_for_the_toy(tmp_path, signal_ranks):
+    """Killed while stepping (rank 0 sleeps inside its step, rank 1 between steps): the ranks agree at a step
+    boundary and save the same step, also when only rank 1 gets the signal; the resume ends bit-identical."""
+    sleepy = ("--step_sleep", "0.03", "--pause", "0.1")
     check = check_two_process_resume_exact(
-        _toy_dist, tmp_path, final="final.pt", kill_on_output="pause at step 10", rank_files="last.rank1.pt",
-        resume_evidence=r"rank 1 resumed at step 10", select=lambda s: (s["model"], s["optimizer"]))
+        lambda run, resume: _toy_dist(run, resume, always=sleepy), tmp_path, final="final.pt",
+        kill_when="last.rank1.pt", kill_delay_s=0.15, signal_ranks=signal_ranks, rank_files="last.rank1.pt",
+        resume_evidence=r"rank 1 resumed at step (1[1-9]|2\d)", select=lambda s: (s["model"], s["optimizer"]))
+    saves = _signal_saves(tmp_path / "killed.log")
+    assert set(saves) == {0, 1} and saves[0] == saves[1], saves
     assert load_checkpoint(check.resumed)["step"] == 30
 
 

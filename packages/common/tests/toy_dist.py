@@ -1,13 +1,16 @@
 """A tiny data-parallel training command for the kit's 2-process resume check (and a model of what it expects).
 
     torchrun --standalone --nproc_per_node 2 toy_dist.py --out RUN [--steps N] [--save_every K] [--resume]
-        [--rank0_rng]
+        [--rank0_rng] [--step_sleep S]
 
 Each rank trains the same regression net with dropout (DDP, gloo) on random batches of its own RNG stream. Every
 ``save_every`` steps all ranks pause in a signal-deferred block (a validation's stand-in, printing ``pause at step
 N``) and save ``RUN/last.pt`` (rank 0: model, optimizer, its RNG) / ``RUN/last.rankR.pt`` (rank R: its RNG) with
-:mod:`itr_common.rank_state`; SIGTERM saves the last step boundary the same way and exits 143. ``--rank0_rng``:
-every rank resumes rank 0's RNG (not exact: the kit must catch it).
+:mod:`itr_common.rank_state`. SIGTERM (to one rank or all) is recorded; at the next step boundary the ranks agree
+(``SaveOnSignal.at_boundary``), all save that boundary the same way and exit 143. ``--step_sleep``: each step
+sleeps, rank 0 inside its signal-deferred step and the others between steps, so that a signal finds the ranks at
+different points (a handler saving on its own would save different steps). ``--rank0_rng``: every rank resumes
+rank 0's RNG (not exact: the kit must catch it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--save_every", type=int, default=10)
     parser.add_argument("--pause", type=float, default=0.5, help="seconds each save pauses, signals deferred")
+    parser.add_argument("--step_sleep", type=float, default=0.0,
+                        help="seconds each step sleeps: rank 0 inside the step, the others between steps")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--rank0_rng", action="store_true", help="resume rank 0's RNG on every rank (inexact)")
     args = parser.parse_args(argv)
@@ -59,9 +64,17 @@ def run(argv: Sequence[str] | None = None) -> None:
         save_rank_state(out / "last.pt", info, dict(boundary),
                         lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
 
-    with SaveOnSignal(save):
+    def save_on_signal() -> None:
+        save()
+        print(f"rank {info.rank} saved step {boundary['step']} on a signal", file=sys.stderr, flush=True)
+
+    with SaveOnSignal(save_on_signal, info=info) as guard:
         while step < args.steps:
+            if info.rank > 0:
+                time.sleep(args.step_sleep)
             with signals_deferred():
+                if info.rank == 0:
+                    time.sleep(args.step_sleep)
                 x = torch.randn(16, 4)
                 loss = (ddp(x).squeeze(1) - x.sum(1)).pow(2).mean()
                 optimizer.zero_grad()
@@ -75,6 +88,7 @@ def run(argv: Sequence[str] | None = None) -> None:
                     time.sleep(args.pause)
                     save()
                     dist.barrier()
+            guard.at_boundary()
     if info.is_main:
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, out / "final.pt")
     dist.shutdown()

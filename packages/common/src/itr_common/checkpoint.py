@@ -13,7 +13,8 @@
 * :func:`load_state_dict_mapped` renames keys (regexes or a function) and reports missing / unexpected /
   shape-mismatched keys readably.
 * :class:`SaveOnSignal` saves once on SIGINT/SIGTERM, then exits (``itr_common.training.signals_deferred``
-  holds them during a step so that what is saved belongs to one step).
+  holds them during a step so that what is saved belongs to one step); with several processes the ranks agree at
+  each update boundary (:meth:`SaveOnSignal.at_boundary`, one scalar all_reduce) and all save that boundary.
 * :func:`strip_module_prefix` drops DDP's ``module.``; documented missing/unexpected keys are logged by name.
 """
 
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from itr_common.dist import DistInfo, all_reduce, barrier
 from itr_common.errors import UserError, require_file
 from itr_common.fileio import atomic_open
 from itr_common.logging import get_logger
@@ -371,24 +373,67 @@ def load_state_dict_mapped(
 
 # ------------------------------------------------------------------------------------------- signals
 class SaveOnSignal:
-    """Within ``with SaveOnSignal(save_fn):``, SIGINT/SIGTERM call ``save_fn()`` once, then exit.
+    """Within ``with SaveOnSignal(save_fn, info=...) as guard:``, SIGINT/SIGTERM save once at an update boundary,
+    then exit ``SystemExit(128 + signal)``: 130 for SIGINT, 143 for SIGTERM.
 
-    The exit is ``SystemExit(128 + signal)``: 130 for SIGINT, 143 for SIGTERM. Signals arriving while
-    saving are ignored. The previous handlers come back when the block ends. Outside the main thread
-    (where Python cannot install handlers) the block runs without them.
+    * One process (``info`` None or ``info.world_size == 1``): the handler itself calls ``save_fn()`` and exits.
+      Steps run under :func:`itr_common.training.signals_deferred`, so the handler runs between two of them: at
+      the last update boundary. :meth:`at_boundary` does nothing.
+    * Several processes (``info.world_size > 1``): the handler only records the signal (a rank saving alone from
+      its handler could save another update than a peer still in its step, and a peer left waiting in a
+      collective dies with a gloo error). Every rank calls :meth:`at_boundary` at every update boundary, the same
+      number of times (it is a collective); the ranks agree there whether any of them received a signal, and if
+      so every rank calls ``save_fn()`` for that same boundary, waits at a barrier until all have saved (so that
+      torchrun, seeing one exit, cannot kill a slower saver), and exits ``128 + signal``. A signal reaching only
+      one rank stops them all. Cost: one scalar all_reduce (MAX, on ``info.device``) per :meth:`at_boundary`
+      call, only when ``world_size > 1``. A signal received after the run's last :meth:`at_boundary` is ignored:
+      the run ends as usual.
+
+    Signals arriving while saving are ignored. The previous handlers come back when the block ends (after a stop
+    by :meth:`at_boundary`, signals stay ignored while the process exits). Outside the main thread (where Python
+    cannot install handlers) the block runs without them.
     """
 
-    def __init__(self, save_fn: Callable[[], Any], signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+    def __init__(self, save_fn: Callable[[], Any], signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+                 info: DistInfo | None = None) -> None:
         self.save_fn = save_fn
         self.signals = tuple(signals)
         self.received: int | None = None
+        self.agreed = info is not None and info.world_size > 1
+        self.device = info.device if info is not None else torch.device("cpu")
         self._previous: dict[int, Any] = {}
+        self._stopping = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
-            return  # already saving
+            return  # already recorded, or saving
         self.received = signum
+        if self.agreed:
+            return  # at_boundary() acts on it, on every rank at once
         self.save_fn()
+        raise SystemExit(128 + signum)
+
+    def stop_requested(self) -> int:
+        """The signal to stop for at this boundary (0: none). With several processes a collective: the largest
+        signal number any rank has received, the same on every rank; in one process the one received, if any."""
+        if not self.agreed:
+            return self.received or 0
+        flag = torch.tensor([float(self.received or 0)], device=self.device)
+        return int(all_reduce(flag, op="max").item())
+
+    def at_boundary(self) -> None:
+        """Call at every update boundary on every rank: when several processes run and any rank has received a
+        signal, save this boundary on every rank and exit ``128 + signal`` (one process: nothing, the handler
+        saves)."""
+        if not self.agreed:
+            return
+        signum = self.stop_requested()
+        if not signum:
+            return
+        self.received = self.received or signum  # a rank that got none logs the one it stops for
+        self._stopping = True
+        self.save_fn()
+        barrier()  # every rank's file is written before any exits
         raise SystemExit(128 + signum)
 
     def __enter__(self) -> SaveOnSignal:
@@ -399,6 +444,8 @@ class SaveOnSignal:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # stopping after at_boundary(): the process exits 128 + signal; a later signal (torchrun's to the
+            # others once one rank has exited) must not turn that into a death by signal
+            signal.signal(sig, signal.SIG_IGN if self._stopping else handler)
         self._previous.clear()
 

@@ -516,9 +516,27 @@ def torchrun_command(command: Command, nproc: int = 2) -> list[str]:
     return [cmd[0], "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *cmd[1:]]
 
 
+def worker_pids(launcher_pid: int) -> dict[int, int]:
+    """``{rank: pid}`` of the worker processes a running torchrun (``launcher_pid``) started: its children whose
+    environment holds ``RANK`` (Linux ``/proc``; ``{}`` where it cannot be read)."""
+    found: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) != launcher_pid:
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            rank = next((int(var[5:]) for var in environ if var.startswith(b"RANK=")), None)
+            if rank is not None:
+                found[rank] = int(entry.name)
+    return found
+
+
 def check_two_process_resume_exact(command: Callable[[Path, bool], Command], folder: str | os.PathLike, *,
-                                   final: str | Callable[[Path], Path], kill_on_output: str, rank_files: str,
-                                   resume_evidence: str, select: Callable[[Any], Any] | None = None,
+                                   final: str | Callable[[Path], Path], rank_files: str, resume_evidence: str,
+                                   kill_on_output: str | None = None, kill_when: str | None = None,
+                                   kill_delay_s: float = 0.0, signal_ranks: Sequence[int] | None = None,
+                                   select: Callable[[Any], Any] | None = None,
                                    load: Callable[[Path], Any] | None = None, cwd: str | os.PathLike | None = None,
                                    env: Mapping[str, str] | None = None, nproc: int = 2,
                                    timeout: float = 600) -> ResumeCheck:
@@ -526,16 +544,22 @@ def check_two_process_resume_exact(command: Callable[[Path, bool], Command], fol
     RNG streams and position, so with dropout the killed + resumed run ends bit for bit as the run left alone.
 
     ``command(run_dir, resume)`` is the single-process command line (``[python, script | -m module, ...]``; launched
-    through :func:`torchrun_command`). Three runs under ``folder``: ``full``; ``killed``, sent SIGTERM (torchrun
-    forwards it to every rank) once its output (both ranks', in ``folder/killed.log``) matches the regex
-    ``kill_on_output``: pick a line printed while every rank waits in a signal-deferred block (a validation, an
-    epoch end), so that all ranks save the same update; it must end with a non-zero status and leave
-    ``rank_files`` (a glob under the run dir, e.g. ``checkpoint.rank1.pth.tar``: rank 1's own state); then the
-    same run dir resumed, which must exit 0 and print ``resume_evidence``. ``final`` / ``select`` / ``load`` as
-    :func:`check_resume_exact`. Launch variables of an enclosing torchrun are removed from ``env``.
+    through :func:`torchrun_command`). Three runs under ``folder``: ``full``; ``killed``, sent SIGTERM once its
+    output (both ranks', in ``folder/killed.log``) matches the regex ``kill_on_output``, or once the glob
+    ``kill_when`` matches a file under its run dir (e.g. the first periodic save), then ``kill_delay_s`` seconds
+    more (a kill in the middle of an epoch, while the ranks step). The signal goes to torchrun, which forwards it to
+    every rank, or with ``signal_ranks`` only to those ranks' worker processes (:func:`worker_pids`): the ranks must
+    agree at an update boundary (:class:`itr_common.checkpoint.SaveOnSignal`) and all save it. The killed run must
+    end with a non-zero status and leave ``rank_files`` (a glob under the run dir, e.g.
+    ``checkpoint.rank1.pth.tar``: rank 1's own state); then the same run dir resumed, which must exit 0 (every rank
+    saved the same update: :func:`itr_common.rank_state.load_rank_state` refuses otherwise) and print
+    ``resume_evidence``. ``final`` / ``select`` / ``load`` as :func:`check_resume_exact`. Launch variables of an
+    enclosing torchrun are removed from ``env``.
     """
     from itr_common.checkpoint import load_checkpoint
 
+    _require((kill_on_output is None) != (kill_when is None),
+             "check_two_process_resume_exact: expected exactly one of kill_on_output / kill_when")
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     load = load or load_checkpoint
@@ -549,18 +573,31 @@ def check_two_process_resume_exact(command: Callable[[Path, bool], Command], fol
     _require(done.code == 0, f"uninterrupted {nproc}-process run: expected status 0, found {done.code}\n{done.tail()}")
 
     log_path = root / "killed.log"
-    pattern = re.compile(kill_on_output)
+    what = repr(kill_on_output if kill_on_output is not None else kill_when)
+    if kill_on_output is not None:
+        pattern = re.compile(kill_on_output)
+        condition = lambda: pattern.search(log_path.read_text(errors="replace")) is not None  # noqa: E731
+    else:
+        condition = _glob_condition(killed, kill_when)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(launch(killed, False), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
-            while not pattern.search(log_path.read_text(errors="replace")):
+            while not condition():
                 if proc.poll() is not None:
-                    raise ConformanceError(f"the run to kill ended (status {proc.returncode}) before printing "
-                                           f"{kill_on_output!r}\n...{log_path.read_text()[-2000:]}")
-                _require(time.monotonic() < deadline, f"{kill_on_output!r} not printed within {timeout} s")
+                    raise ConformanceError(f"the run to kill ended (status {proc.returncode}) before {what} "
+                                           f"\n...{log_path.read_text()[-2000:]}")
+                _require(time.monotonic() < deadline, f"{what} not seen within {timeout} s")
                 time.sleep(0.01)
-            proc.send_signal(signal.SIGTERM)
+            time.sleep(kill_delay_s)
+            if signal_ranks is None:
+                proc.send_signal(signal.SIGTERM)
+            else:
+                pids = worker_pids(proc.pid)
+                _require(all(rank in pids for rank in signal_ranks),
+                         f"expected the worker processes of ranks {list(signal_ranks)}, found {pids}")
+                for rank in signal_ranks:
+                    os.kill(pids[rank], signal.SIGTERM)
             proc.wait(timeout=timeout)
         finally:
             if proc.poll() is None:
@@ -697,4 +734,5 @@ __all__ = [
     "subprocess_env",
     "torchrun_command",
     "tree_listing",
+    "worker_pids",
 ]

@@ -29,19 +29,20 @@ def test_torchrun_two_processes(world, tmp_path, variant):
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path):
-    """VSRN (dropout 0.2 / 0.5 in its caption decoder) under torchrun, SIGTERMed while rank 0 validates at the end
-    of epoch 0 and resumed with 2 processes: each rank restores its own RNG streams (``checkpoint.rank1.pth.tar``),
-    so the weights, caption decoder, optimizer and counters end as the run left alone, bit for bit."""
+    """VSRN (dropout 0.2 / 0.5 in its caption decoder) under torchrun, SIGTERMed in the middle of epoch 1 (after its
+    4th step, while the ranks step) and resumed with 2 processes: the ranks agree at a step boundary and both save
+    it (``SaveOnSignal.at_boundary``), each rank restores its own RNG streams (``checkpoint.rank1.pth.tar``), so the
+    weights, caption decoder, optimizer and counters end as the run left alone, bit for bit."""
     from itr_common.testing import check_two_process_resume_exact
 
-    flags = ("--num_epochs", "2", "--batch_size", "8", "--val_step", "1000", "--device", "cpu")
+    flags = ("--num_epochs", "2", "--batch_size", "8", "--val_step", "1000", "--log_step", "1", "--device", "cpu")
 
     def command(run, resume):
         extra = ["--resume", str(run / "checkpoint.pth.tar")] if resume else []
         return [PYTHON, "train.py", *train_argv("vsrn", world, run, *flags, *extra)]
 
     check_two_process_resume_exact(
-        command, tmp_path, final="checkpoint.pth.tar", kill_on_output=r"validation at epoch 1, batch 0",
-        rank_files="checkpoint.rank1.pth.tar", resume_evidence=r"=> loaded checkpoint .*\(epoch 1, batch 0",
-        cwd=VARIANT_DIRS["vsrn"],
+        command, tmp_path, final="checkpoint.pth.tar", kill_on_output=r"Epoch: \[1\]\[3/15\]",
+        rank_files="checkpoint.rank1.pth.tar", cwd=VARIANT_DIRS["vsrn"],
+        resume_evidence=r"=> loaded checkpoint .*\(epoch 1, batch ([4-9]|1[0-4]),",  # mid-epoch
         select=lambda state: (state["model"], state["caption_model"], state["optimizer"], state["Eiters"]))

@@ -1,7 +1,8 @@
 """The SCAN-family training loops (DIME, SelfAlign): step decay, deferred signals, option dump, and
 :class:`ScanTrainer`, the mechanics both trainers share (resume, save, save on a signal, the epoch loop,
 dev validation and best-model bookkeeping). Under torchrun every rank saves and resumes its own RNG streams
-(:mod:`itr_common.rank_state`: ``checkpoint.rankR.pth.tar`` beside rank 0's ``checkpoint.pth.tar``)."""
+(:mod:`itr_common.rank_state`: ``checkpoint.rankR.pth.tar`` beside rank 0's ``checkpoint.pth.tar``), and a signal stops
+every rank at the same update (:class:`~itr_common.checkpoint.SaveOnSignal` with ``info``)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def signals_deferred(signals: Sequence[int] = DEFERRED_SIGNALS) -> Iterator[None
     """Hold SIGINT/SIGTERM during a training step: a signal received meanwhile is raised again right after.
 
     The handlers active outside (:class:`~itr_common.checkpoint.SaveOnSignal`) then save a checkpoint whose
-    parameters, optimizer state and BatchNorm statistics belong to the same step.
+    parameters, optimizer state and BatchNorm statistics belong to the same step (one process), or record the
+    signal for the ranks to agree on at the next ``at_boundary()`` (several processes).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -80,7 +82,9 @@ class ScanTrainer:
     iterations and at the end of the epoch, each validation saving the checkpoint (and the best one) on rank 0 and
     each other rank R's RNG streams and position to ``checkpoint.rankR.pth.tar`` (``model_best.rankR.pth.tar``).
     ``position`` (epoch, batches done in it) and the RNG streams are snapshot at every step boundary
-    (:meth:`mark_boundary`): what any save, a signal's included, writes, so every rank saves the same update.
+    (:meth:`mark_boundary`): what any save, a signal's included, writes. Under torchrun a signal is only recorded;
+    after each iteration (its step and any validation) and each epoch end the ranks agree whether any received one
+    (``signal_guard.at_boundary()``, one scalar all_reduce) and all save that same boundary, then exit 128 + signal.
     A subclass builds ``model``, data (``loader``, ``sampler``, ``batch_sampler``,
     ``dev_split``) and calls :meth:`setup_optimisation`; it provides :meth:`state`, :meth:`load_model_state`,
     :meth:`step`, :meth:`loss_meters`, :meth:`evaluate_dev` and the checkpoint writer ``save_checkpoint``.
@@ -101,6 +105,7 @@ class ScanTrainer:
         self.position = (0, 0)  # (epoch, batches done in it): where a resumed run continues
         self.boundary_rng: dict[str, Any] | None = None  # RNG streams at ``position`` (mark_boundary)
         self.result = TrainResult()
+        self.signal_guard = SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS, info=dist)
 
     def setup_optimisation(self, params: Iterable[torch.nn.Parameter]) -> None:
         """DDP wrapper, per-rank dropout seed, Adam over ``params``, AMP and the TensorBoard logger."""
@@ -226,6 +231,7 @@ class ScanTrainer:
             if self.eiters % opt.val_step == 0:
                 with signals_deferred():
                     self.validate_and_save()
+            self.signal_guard.at_boundary()  # every rank, every iteration: a signal stops all at this update
 
     def evaluate_dev(self) -> RetrievalResult:
         """Encode ``dev`` (logging ``encode_data elapses``) and score it."""
@@ -247,8 +253,8 @@ class ScanTrainer:
     def validate_and_save(self) -> None:
         """Rank 0 validates (RNG-neutral) while the others wait; then every rank saves its part of the checkpoint.
 
-        Called with signals deferred; the first barrier makes every rank be inside that block before rank 0 says
-        ``validation at``, so a signal from then on saves this update on every rank."""
+        Called with signals deferred on every rank (the barriers open and close it); a signal received meanwhile
+        stops the ranks at the ``signal_guard.at_boundary()`` after it, at this update."""
         barrier()
         is_best = False
         if self.dist.is_main:
@@ -265,7 +271,7 @@ class ScanTrainer:
         opt = self.opt
         if self.dist.is_main:
             self.log.info("%s", format_options(opt))
-        with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS):
+        with self.signal_guard:
             for epoch in range(self.start_epoch, opt.num_epochs):
                 lr = self.learning_rate_at(epoch)
                 for group in self.optimizer.param_groups:
@@ -277,6 +283,7 @@ class ScanTrainer:
                 with signals_deferred():
                     self.mark_boundary(epoch + 1, 0)
                     self.validate_and_save()
+                self.signal_guard.at_boundary()
         self.tb.close()
         self.result.eiters, self.result.best_rsum = self.eiters, self.best_rsum
         return self.result

@@ -14,7 +14,8 @@ epoch: the matching head's rsum, plus the alignment head's when the loss-type tr
 ``--logger_name``. ``--resume`` continues a run (epoch, batch, optimizer, scheduler, RNG; bit for bit on
 CPU); SIGINT/SIGTERM save a resumable checkpoint at the next step boundary and exit (130/143). Under torchrun
 every rank R > 0 also saves its own RNG streams to ``checkpoint.rankR.pth.tar`` (``model_best_rsum.rankR.pth.tar``)
-and restores them on ``--resume`` (``itr_common.rank_state``), so a multi-process resume is exact too.
+and restores them on ``--resume`` (``itr_common.rank_state``), so a multi-process resume is exact too; a signal
+(to any rank) stops every rank at the same step boundary, where they agree on it (``SaveOnSignal.at_boundary``).
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ class Trainer:
             # a SIGINT/SIGTERM waits for the step, its position and any validation it triggers
             with signals_deferred():
                 self._iteration(epoch, i, images, texts, meters, batch_time, data_time)
+            self.signal_guard.at_boundary()  # torchrun: the ranks agree here on a signal and all save this update
 
     def _iteration(self, epoch: int, i: int, images: Any, texts: Any, meters: LogCollector,
                    batch_time: AverageMeter, data_time: AverageMeter) -> None:
@@ -270,7 +272,8 @@ class Trainer:
             self.validate_and_save()
 
     def save_on_signal(self) -> None:
-        """SaveOnSignal's callback (at a step boundary: steps run with the signals deferred)."""
+        """SaveOnSignal's callback at a step boundary (one process: from the handler, steps run with the signals
+        deferred; torchrun: from ``at_boundary()``, on every rank at the same update)."""
         self.save(is_best=False)
         name = signal.Signals(self.signal_guard.received).name if self.signal_guard.received else "signal"
         print(f"{name} received: saved {Path(self.args.logger_name) / CHECKPOINT_FILE} at epoch "
@@ -299,8 +302,8 @@ class Trainer:
     def validate_and_save(self) -> None:
         """Rank 0 validates (RNG-neutral) while the others wait; then every rank saves its part of the checkpoint.
 
-        Called with signals deferred; the first barrier makes every rank be inside that block before rank 0 says
-        ``validation at``, so a signal from then on saves this update on every rank."""
+        Called with signals deferred on every rank (the barriers open and close it); a signal received meanwhile
+        stops the ranks at the ``signal_guard.at_boundary()`` after it, at this update."""
         barrier()
         is_best = False
         if self.dist.is_main:
@@ -313,7 +316,7 @@ class Trainer:
         barrier()
 
     def fit(self) -> TrainResult:
-        with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS) as self.signal_guard:
+        with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS, info=self.dist) as self.signal_guard:
             for epoch in range(self.start[0], self.args.num_epochs):
                 skip = self.start[1] if epoch == self.start[0] else 0
                 with signals_deferred():
@@ -323,6 +326,7 @@ class Trainer:
                 with signals_deferred():
                     self.mark_boundary(epoch + 1, 0)
                     self.validate_and_save()
+                self.signal_guard.at_boundary()
         self.tb.close()
         self.result.eiters = self.model.Eiters
         self.result.best_rsum = self.best_rsum

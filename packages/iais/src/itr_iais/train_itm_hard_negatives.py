@@ -14,7 +14,8 @@ Outputs (rank 0), as the original: ``{output_dir}/log/{hps.json, model.json, log
 events, ``{output_dir}/ckpt/model_step_{N}.pt`` (plain state dict, original keys) and ours
 ``train_state_{N}.pt`` (step, optimizer, AMP scaler, RNG, data positions) for ``--resume``, with N processes
 each rank R > 0's own RNG and data positions in ``train_state_{N}.rank{R}.pt`` (``itr_common.rank_state``: a
-resume with another process count or a missing rank file is refused in one line); at the end
+resume with another process count or a missing rank file is refused in one line; a SIGINT/SIGTERM to any rank
+stops every rank at the same update, where they agree on it: ``SaveOnSignal.at_boundary``); at the end
 ``model_step_{N}_final.pt`` and the test evaluation in ``results_test/``.
 """
 
@@ -471,7 +472,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         bar = progress(total=opts.num_train_steps, initial=st.global_step, desc="train", disable=not self.is_main)
         image_groups = iter(self.stream_i)
-        with SaveOnSignal(lambda: self.save(st.global_step)):
+        with SaveOnSignal(lambda: self.save(st.global_step), info=self.info) as guard:
             if st.global_step < opts.num_train_steps:
                 for batch_t in self.stream_t:
                     self.group_loss(next(image_groups), "i")
@@ -485,6 +486,7 @@ class Trainer:
                         bar.update(1)
                         if st.global_step % opts.valid_steps == 0:
                             self.periodic_validation()
+                        guard.at_boundary()  # torchrun: the ranks agree on a signal here and all save this update
                     if st.global_step >= opts.num_train_steps:
                         break
             bar.close()
@@ -503,10 +505,11 @@ class Trainer:
 
     def periodic_validation(self) -> None:
         """Validation and checkpoint every ``valid_steps`` updates, with SIGINT/SIGTERM deferred: every rank takes
-        part in the validation's gathers, so a signal waits until all have saved this update."""
+        part in the validation's gathers; a signal received meanwhile is acted on after it (one process: by the
+        handler; torchrun: at the ``at_boundary()`` every rank reaches next), saving this update."""
         st = self.state
         with signals_deferred():
-            dist.barrier()  # every rank is in this block before rank 0 says so: a signal then saves this update
+            dist.barrier()  # every rank is in this block before rank 0 says so
             LOGGER.info("validation at update %d", st.global_step)
             if self.opts.full_val:
                 log, result = self.evaluate(self.val_txt_db, self.val_img_db, "val")

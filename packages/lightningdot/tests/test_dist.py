@@ -108,10 +108,10 @@ def test_torchrun_two_processes_train(world: Path, tmp_path: Path):
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_process_kill_and_resume_end_bit_identical(world: Path, tmp_path: Path):
-    """Each rank restores its own RNG streams: with dropout, a 2-process run SIGTERMed during epoch 0's validation
-    (torchrun forwards it to both ranks; both save after it) and resumed with 2 processes ends with the weights
-    and optimizer state of the run left alone, bit for bit (restoring rank 0's streams on every rank did not:
-    1.1e-03 max abs weight difference)."""
+    """Each rank restores its own RNG streams: with dropout, a 2-process run SIGTERMed in the middle of epoch 1
+    (after its 4th batch, while the ranks step; torchrun forwards it to both, they agree at an update boundary and
+    both save it) and resumed with 2 processes ends with the weights and optimizer state of the run left alone, bit
+    for bit (restoring rank 0's streams on every rank did not: 1.1e-03 max abs weight difference)."""
     from itr_common.testing import check_two_process_resume_exact
 
     dropout = dropout_configs(tmp_path)
@@ -121,6 +121,6 @@ def test_two_process_kill_and_resume_end_bit_identical(world: Path, tmp_path: Pa
                 *(["--resume"] * resume)]
 
     check_two_process_resume_exact(
-        command, tmp_path, final="biencoder.last.pt", kill_on_output="Av Loss per epoch",
-        rank_files="train_state.rank1.pt", resume_evidence=r"resumed from .*epoch 1, batch 0", cwd=PACKAGE_DIR,
+        command, tmp_path, final="biencoder.last.pt", kill_on_output=r"Epoch: 1: Step: 3/",
+        rank_files="train_state.rank1.pt", resume_evidence=r"resumed from .*epoch 1, batch [4-8],", cwd=PACKAGE_DIR,
         select=lambda state: (state["model_dict"], state["optimizer_dict"]))

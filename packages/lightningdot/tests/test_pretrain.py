@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,23 @@ def test_pretrain_writes_the_released_layout_and_resumes_exactly(world: Path, tm
     assert pre.latest_state(killed / "ckpt")[0] == 8
     assert pre.main(pretrain_argv(world, killed, *quick)) == 0  # a used output_dir continues (the original's way)
     resumed = load_checkpoint(killed / "ckpt" / "model_step_12.pt")
+    for key, value in state.items():
+        assert torch.equal(value, resumed[key]), key
+
+    signalled = tmp_path / "signalled"
+
+    def sigterm(step, args):
+        if step == 11:  # SIGTERM during update 11: held until it ends, then update 11 is saved
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_lr(step, args)
+
+    monkeypatch.setattr(pre, "lr_at", sigterm)
+    with pytest.raises(SystemExit) as stop:
+        pre.run(pre.parse_args(pretrain_argv(world, signalled, *quick)))
+    monkeypatch.setattr(pre, "lr_at", real_lr)
+    assert stop.value.code == 143 and pre.latest_state(signalled / "ckpt")[0] == 11
+    assert pre.main(pretrain_argv(world, signalled, *quick)) == 0
+    resumed = load_checkpoint(signalled / "ckpt" / "model_step_12.pt")
     for key, value in state.items():
         assert torch.equal(value, resumed[key]), key
 

@@ -20,7 +20,9 @@ accumulation. Batches are bucketed by tokens (``train_batch_size`` = tokens per 
 ``{output_dir}/ckpt/model_step_{N}.pt`` is the released ``LightningDot.pt`` layout (``bert.*`` + heads),
 ``train_state_{N}.pt`` beside it; a non-empty output_dir continues from its last step (the original's
 behaviour), exactly (RNG, task stream and data position are part of the state; with N processes each rank
-R > 0 keeps its own in ``train_state_{N}.rankR.pt``).
+R > 0 keeps its own in ``train_state_{N}.rankR.pt``). SIGINT/SIGTERM save the last update boundary as
+``model_step_{N}.pt`` + ``train_state_{N}.pt`` and exit (130/143); under torchrun a signal to any rank stops every
+rank at the same update, where they agree on it (``SaveOnSignal.at_boundary``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from itr_common import dist
 from itr_common.amp import Amp, AmpConfig
-from itr_common.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
+from itr_common.checkpoint import SaveOnSignal, capture_rng_state, load_checkpoint, restore_rng_state, save_atomic
 from itr_common.data.uniter_lmdb import DetectFeatLmdb, TxtTokLmdb
 from itr_common.errors import ArgumentParser, cli_entry, fail, require_dir
 from itr_common.fileio import write_json_atomic
@@ -50,6 +52,7 @@ from itr_common.logging import setup_logging
 from itr_common.models.uniter import gelu
 from itr_common.optim import AdamW
 from itr_common.rank_state import load_rank_state, save_rank_state
+from itr_common.training import signals_deferred
 from itr_lightningdot.build import build_model, check_img_dbs, pick_device, writable_dir
 from itr_lightningdot.data import ImageDbGroup, _text_inputs, image_batch, move_batch
 from itr_lightningdot.losses import BiEncoderNllLoss, calc_loss
@@ -578,14 +581,32 @@ def run(args: argparse.Namespace) -> Path:
     if info.is_main:
         write_json_atomic(out / "log" / "hps.json", vars(args))
 
-    def save(step: int) -> None:
+    boundary: dict[str, Any] = {}
+
+    def mark_boundary() -> None:
+        """Remember what decides the next update at an update boundary (step, this rank's stream positions, batch
+        count, RNG streams, the task draw): what any save until the next update writes (the weights, optimizer and
+        AMP state change only at an update; a signal between accumulated batches saves this boundary)."""
+        boundary.update(step=global_step, streams=[[s.epoch, s.position] for s in streams], batch_step=batch_step,
+                        rng=capture_rng_state(), task_rng=list(_flatten_random_state(task_rng.getstate())))
+
+    def save() -> None:
+        """``model_step_{N}.pt`` + ``train_state_{N}.pt`` (rank 0), ``train_state_{N}.rankR.pt`` (rank R > 0) of the
+        last boundary."""
+        at = dict(boundary)
         if info.is_main:
-            save_atomic(model.state_dict(), ckpt_dir / f"model_step_{step}.pt")
-        own = {"step": step, "streams": [[s.epoch, s.position] for s in streams], "batch_step": batch_step,
-               "rng": capture_rng_state()}
-        save_rank_state(ckpt_dir / f"train_state_{step}.pt", info, own,
+            save_atomic(model.state_dict(), ckpt_dir / f"model_step_{at['step']}.pt")
+        own = {key: at[key] for key in ("step", "streams", "batch_step", "rng")}
+        save_rank_state(ckpt_dir / f"train_state_{at['step']}.pt", info, own,
                         lambda: {"optimizer": optimizer.state_dict(), "amp": amp.state_dict(),
-                                 "task_rng": list(_flatten_random_state(task_rng.getstate()))})
+                                 "task_rng": at["task_rng"]})
+
+    def save_on_signal() -> None:
+        """SaveOnSignal's callback at an update boundary (one process: from the handler, batches run with the
+        signals deferred; torchrun: from ``guard.at_boundary()``, on every rank at the same update)."""
+        save()
+        LOGGER.info("signal %d: saved %s at step %d, exiting; run again with this output_dir to continue",
+                    guard.received, ckpt_dir / f"train_state_{boundary['step']}.pt", boundary["step"])
 
     model.train()
     distributed = info.world_size > 1
@@ -593,35 +614,42 @@ def run(args: argparse.Namespace) -> Path:
     running: dict[str, float] = {}
     LOGGER.info("Running training: %d tasks %s, %d updates", len(streams), [s.name for s in streams],
                 args.num_train_steps)
-    while global_step < args.num_train_steps:
-        stream = streams[task_rng.choice(pool)]
-        data, indices = stream.next(args.train_batch_size, args.seed * 1000 + info.rank)
-        item_rng = random.Random(f"{args.seed}-{info.rank}-{batch_step}")
-        batch = move_batch(data.collate(indices, stream.task, args.mrm_prob, item_rng), device)
-        with amp.autocast():
-            loss = model(batch, stream.task, gather=distributed and stream.task == "itm")
-        scale = 1.0 if stream.task == "itm" or not distributed else 1.0 / info.world_size
-        amp.backward(loss * scale / args.gradient_accumulation_steps)
-        running[stream.name] = float(loss.detach())
-        batch_step += 1
-        if batch_step % args.gradient_accumulation_steps == 0:
-            global_step += 1
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(global_step, args)
-            if distributed:
-                for p in model.parameters():
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad, op="sum")
-            amp.step(optimizer, max_grad_norm=args.grad_norm if args.grad_norm != -1 else None)
-            optimizer.zero_grad(set_to_none=True)
-            if global_step % 100 == 0 or global_step == args.num_train_steps:
-                LOGGER.info("step %d (%.0f s): %s", global_step, time.perf_counter() - start,
-                            {k: round(v, 4) for k, v in running.items()})
-            if global_step % args.valid_steps == 0 or global_step == args.num_train_steps:
-                if val_streams:
-                    LOGGER.info("step %d validation: %s", global_step,
-                                {k: round(v, 4) for k, v in validate(model, val_streams, args, device).items()})
-                save(global_step)
+    mark_boundary()
+    with SaveOnSignal(save_on_signal, info=info) as guard:
+        while global_step < args.num_train_steps:
+            with signals_deferred():  # a SIGINT/SIGTERM waits for this batch (and its update)
+                stream = streams[task_rng.choice(pool)]
+                data, indices = stream.next(args.train_batch_size, args.seed * 1000 + info.rank)
+                item_rng = random.Random(f"{args.seed}-{info.rank}-{batch_step}")
+                batch = move_batch(data.collate(indices, stream.task, args.mrm_prob, item_rng), device)
+                with amp.autocast():
+                    loss = model(batch, stream.task, gather=distributed and stream.task == "itm")
+                scale = 1.0 if stream.task == "itm" or not distributed else 1.0 / info.world_size
+                amp.backward(loss * scale / args.gradient_accumulation_steps)
+                running[stream.name] = float(loss.detach())
+                batch_step += 1
+                if batch_step % args.gradient_accumulation_steps == 0:
+                    global_step += 1
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr_at(global_step, args)
+                    if distributed:
+                        for p in model.parameters():
+                            if p.grad is not None:
+                                dist.all_reduce(p.grad, op="sum")
+                    amp.step(optimizer, max_grad_norm=args.grad_norm if args.grad_norm != -1 else None)
+                    optimizer.zero_grad(set_to_none=True)
+                    if global_step % 100 == 0 or global_step == args.num_train_steps:
+                        LOGGER.info("step %d (%.0f s): %s", global_step, time.perf_counter() - start,
+                                    {k: round(v, 4) for k, v in running.items()})
+                    periodic = global_step % args.valid_steps == 0 or global_step == args.num_train_steps
+                    if periodic and val_streams:
+                        LOGGER.info("step %d validation: %s", global_step,
+                                    {k: round(v, 4) for k, v in validate(model, val_streams, args, device).items()})
+                    mark_boundary()
+                    if periodic:
+                        save()
+            if batch_step % args.gradient_accumulation_steps == 0:
+                guard.at_boundary()  # torchrun: the ranks agree on a signal here and all save this update
     dist.barrier()
     return ckpt_dir / f"model_step_{global_step}.pt"
 

@@ -14,7 +14,8 @@ to the local ones) and gradients summed, so N ranks with batch b train as one pr
 Ours: ``{output_dir}/train_state.pt`` every ``valid_steps`` updates, after each epoch and on SIGINT/SIGTERM
 (at the last update boundary), and ``--resume`` continuing from it exactly (RNG, data position, optimizer,
 scheduler, hard negatives). With N processes every rank R > 0 also writes its own RNG streams to
-``train_state.rankR.pt`` and restores them on resume (their dropout masks differ from rank 0's).
+``train_state.rankR.pt`` and restores them on resume (their dropout masks differ from rank 0's); a signal to any
+rank stops every rank at the same update boundary, where they agree on it (``SaveOnSignal.at_boundary``).
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                                  "scheduler": scheduler.state_dict(), "amp": amp.state_dict(), "progress": dict(at)})
 
     def save_on_signal() -> None:
-        """SaveOnSignal's callback (between two updates: they run with the signals deferred)."""
+        """SaveOnSignal's callback at an update boundary (one process: from the handler, batches run with the
+        signals deferred; torchrun: from ``guard.at_boundary()``, on every rank at the same update)."""
         save_state()
         at = boundary["progress"]
         LOGGER.info("signal %d: saved %s at epoch %d, batch %d (update %d), exiting; continue with --resume",
@@ -239,7 +241,7 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                 f"mixed precision {str(amp.config.dtype).replace('torch.', '')}"
                 + (" + loss scaling" if amp.config.use_scaler else "") if amp.enabled else "float32")
     mark_boundary()
-    with SaveOnSignal(save_on_signal) as guard:
+    with SaveOnSignal(save_on_signal, info=info) as guard:
         for epoch in range(progress["epoch"], args.num_train_epochs):
             model.train()
             for ds in datasets:
@@ -274,8 +276,10 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                         mark_boundary()
                         if progress["updates"] % args.valid_steps == 0:
                             save_state()
+                if (step + 1) % args.gradient_accumulation_steps == 0:
+                    guard.at_boundary()  # torchrun: the ranks agree on a signal here and all save this update
             with signals_deferred():  # validation, checkpoints and mining end the epoch before a signal saves
-                dist.barrier()  # every rank is in this block before the loss line: a signal then saves epoch + 1
+                dist.barrier()  # every rank is in this block before the loss line
                 optimizer.zero_grad(set_to_none=True)
                 LOGGER.info("Av Loss per epoch = %f", epoch_loss / max(len(batches), 1))
                 result = evaluate(model, args.val_txt_db, args.val_img_db, args, img_group, device, amp)
@@ -295,6 +299,7 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                 progress.update(epoch=epoch + 1, batch=0)
                 mark_boundary()
                 save_state()
+            guard.at_boundary()  # a signal during the epoch's end stops every rank at epoch + 1
     outcome.best_metric = progress["best"]
     outcome.updates = progress["updates"]
     if args.test_txt_db:

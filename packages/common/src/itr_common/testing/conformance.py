@@ -450,6 +450,19 @@ def _glob_condition(root: Path, pattern: str) -> Callable[[], bool]:
     return lambda: any(root.glob(pattern))
 
 
+def _wait_for_kill_condition(proc: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float,
+                             output: Callable[[], str]) -> None:
+    """Poll ``condition`` until it holds; a run that ends first or a ``timeout`` (s) fails the check, the run's
+    ``output()`` tail in the message."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise ConformanceError(f"the run to kill ended (status {proc.returncode}) before {what}; give it more "
+                                   f"steps\n{output()}")
+        _require(time.monotonic() < deadline, f"{what} not met within {timeout} s")
+        time.sleep(0.01)
+
+
 def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | os.PathLike, *,
                        final: str | Callable[[Path], Path], kill_when: str | Callable[[Path], bool],
                        resume_evidence: str, select: Callable[[Any], Any] | None = None,
@@ -481,13 +494,8 @@ def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | o
 
     condition = _glob_condition(killed, kill_when) if isinstance(kill_when, str) else (lambda: kill_when(killed))
     with _started(command(killed, False), cwd, dict(env or subprocess_env()), subprocess.DEVNULL) as proc:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if proc.poll() is not None:
-                raise ConformanceError(f"the run to kill ended (status {proc.returncode}) before the kill condition "
-                                       f"{kill_when!r}; give it more steps\nstderr: ...{proc.stderr.read()[-2000:]}")
-            _require(time.monotonic() < deadline, f"kill condition {kill_when!r} not met within {timeout} s")
-            time.sleep(0.02)
+        _wait_for_kill_condition(proc, condition, f"the kill condition {kill_when!r}", timeout,
+                                 lambda: "stderr: ..." + proc.stderr.read()[-2000:])
         _, stderr = _sigterm(proc, timeout)
     _require(proc.returncode == SIGTERM_STATUS,
              f"killed run: expected status {SIGTERM_STATUS} (saved, then exited), found {proc.returncode}; the kill "
@@ -582,13 +590,7 @@ def check_two_process_resume_exact(command: Callable[[Path, bool], Command], fol
     with open(log_path, "w") as log:
         proc = subprocess.Popen(launch(killed, False), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + timeout
-            while not condition():
-                if proc.poll() is not None:
-                    raise ConformanceError(f"the run to kill ended (status {proc.returncode}) before {what} "
-                                           f"\n...{log_path.read_text()[-2000:]}")
-                _require(time.monotonic() < deadline, f"{what} not seen within {timeout} s")
-                time.sleep(0.01)
+            _wait_for_kill_condition(proc, condition, what, timeout, lambda: "..." + log_path.read_text()[-2000:])
             time.sleep(kill_delay_s)
             if signal_ranks is None:
                 proc.send_signal(signal.SIGTERM)

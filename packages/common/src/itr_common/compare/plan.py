@@ -121,12 +121,15 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
 
     # ---- SelfAlign: CAMERA and VSRN, each with --selfalign 0 (the baseline, same code) and 1
     s_out = out / "selfalign"
-    learn = ["--img_dim", feat, "--embed_size", "32", "--local_clu_num", "16", "--batch_size", "8",
+    embed = "32"
+    learn = ["--img_dim", feat, "--embed_size", embed, "--local_clu_num", "16", "--batch_size", "8",
              "--num_epochs", "10", "--learning_rate", "5e-3", "--lr_update", "100", "--workers", "0",
              "--log_step", "1000",
              "--val_step", "100000"]
+    # VSRN's caption model reads the GCN-reasoned regions, so --dim_vid is the joint embedding size (not the
+    # region feature size: the two only coincide on the tiny world, whose features are 32-d)
     text = {"camera": ["--bert_path", str(world / "bert"), "--head", "4", "--smry_k", "4"],
-            "vsrn": ["--vocab_path", str(world / "vocab"), "--word_dim", "16", "--dim_vid", feat, "--dim_hidden", "16",
+            "vsrn": ["--vocab_path", str(world / "vocab"), "--word_dim", "16", "--dim_vid", embed, "--dim_hidden", "16",
                      "--dim_word", "16", "--max_len", "20"]}
     for variant, method in (("camera", "CAMERA"), ("vsrn", "VSRN")):
         cmds, results, cks = [], {}, {}

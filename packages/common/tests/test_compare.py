@@ -60,6 +60,29 @@ def test_rows_markdown_csv_keep_every_status(tmp_path):
     assert len(parsed) == 6 and float(parsed[0]["rsum"]) == pytest.approx(good.rsum) and parsed[3]["rsum"] == ""
 
 
+def test_rows_say_how_far_above_chance_they_are_and_mark_those_near_it(tmp_path):
+    """A row that did not learn (random scores) reads "near chance" in the Markdown, a learned one "ok"; both
+    carry chance_rsum / chance_z in the CSV; a failed row has neither."""
+    from itr_common.metrics import chance_recalls, chance_rsum_spread
+
+    learned = fake_result(tmp_path / "learned.json", 3.0)
+    fake_result(tmp_path / "random.json", 0.0)
+    records = [{"method": m, "variant": "v", "status": "ok", "result": str(tmp_path / f"{m}.json")}
+               for m in ("learned", "random")]
+    records.append({"method": "failed", "variant": "v", "status": "failed: exit 1 in train.py"})
+    rows = table.build_rows(records, params=False)
+    chance, spread = chance_recalls(10)["rsum"], chance_rsum_spread(10)
+    assert rows[0]["chance_rsum"] == pytest.approx(chance, abs=0.01)
+    assert rows[0]["chance_z"] == pytest.approx((learned.rsum - chance) / spread, abs=0.01)
+    assert rows[0]["chance_z"] > table.NEAR_CHANCE_Z > rows[1]["chance_z"]
+    assert rows[2]["chance_z"] is None and rows[2]["chance_rsum"] is None
+    md_rows = table.to_markdown(rows).splitlines()[2:]
+    assert md_rows[0].endswith("| ok |") and "| ok, near chance (" in md_rows[1]
+    assert md_rows[2].endswith("| failed: exit 1 in train.py |")
+    parsed = list(csv.DictReader(io.StringIO(table.to_csv(rows))))
+    assert float(parsed[1]["chance_z"]) == rows[1]["chance_z"] and parsed[2]["chance_z"] == ""
+
+
 def test_param_count_from_a_checkpoint(tmp_path):
     import torch
 
@@ -198,6 +221,31 @@ def test_plan_covers_every_row_with_existing_scripts(tmp_path):
     assert trained_for[("DIME", "ensemble")] == {"dime-i2t", "dime-t2i"}
     assert trained_for[("LightningDOT", "+UNITER re-rank top 20")] == {"lightningdot", "iais-none"}
     assert all(trained_for[row] for row in plan.ROWS)
+
+
+def test_plan_flags_pass_the_scan_family_option_checks_on_a_world_larger_than_tiny(tmp_path):
+    """The DIME and SelfAlign training commands of the plan pass their packages' own option checks on a world
+    whose features are not 32-d (VSRN's --dim_vid was given the feature size, which only equals the
+    embedding size on the tiny world: every larger --size failed in 1 s)."""
+    dime_options = pytest.importorskip("itr_dime.options")
+    selfalign_options = pytest.importorskip("itr_selfalign.options")
+    world = tmp_path / "world"
+    (world / "bert").mkdir(parents=True)
+    (world / "world.json").write_text(json.dumps({"config": {"feat_dim": 2048}}))
+    (world / "bert/config.json").write_text(json.dumps({"vocab_size": 300}))
+    jobs = plan.build_plan(cli.repo_root(), world, tmp_path / "out", sys.executable)
+    checked = []
+    for job in jobs:
+        for cmd in job.commands:
+            if cmd.argv[1] != "train.py" or job.package not in ("dime", "selfalign"):
+                continue
+            if job.package == "dime":
+                opt = dime_options.parse_train_args(cmd.argv[2:])
+            else:
+                opt = selfalign_options.parse_train_args(cmd.cwd.name.split("_")[0], cmd.argv[2:])
+            assert opt.img_dim == 2048
+            checked.append(job.name)
+    assert sorted(set(checked)) == ["dime-i2t", "dime-t2i", "selfalign-camera", "selfalign-vsrn"]
 
 
 def test_a_full_run_ends_with_the_real_data_check(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from itr_common.errors import UserError
 from itr_common.metrics import (
     RetrievalResult,
     chance_recalls,
+    chance_rsum_spread,
     evaluate_embeddings,
     evaluate_sims,
     fold_slices,
@@ -324,7 +325,23 @@ def test_chance_recalls_hand_case_and_random_scores():
     for _ in range(200):
         sims = rng.standard_normal((20, 100))
         rsums.append(sum(i2t(sims)[:3]) + sum(t2i(sims)[:3]))
-    assert np.mean(rsums) == pytest.approx(twenty["rsum"], abs=4.0)  # 200 draws of std ~27: s.e. ~1.9
+    assert np.mean(rsums) == pytest.approx(twenty["rsum"], abs=4.0)  # 200 draws of std ~25: s.e. ~1.8
+    # the spread of those 200 independent draws (through the public i2t / t2i) matches chance_rsum_spread's
+    # own seeded estimate within sampling error (the std of a 200-draw std is ~5% of it)
+    assert chance_rsum_spread(20) == pytest.approx(np.std(rsums, ddof=1), rel=0.15)
+
+
+def test_chance_rsum_spread_is_seeded_shrinks_with_the_gallery_and_refuses_bad_input():
+    from itr_common.errors import UserError
+
+    assert chance_rsum_spread(50) == chance_rsum_spread(50)  # same seed, same value
+    assert chance_rsum_spread(50) == pytest.approx(13.0, abs=1.5)
+    assert chance_rsum_spread(500) < chance_rsum_spread(50) / 5
+    # one image, one caption: every scorer ranks it first, so random scores have no spread at all
+    assert chance_rsum_spread(1, captions_per_image=1, draws=5) == 0.0
+    for bad in ({"n_images": 0}, {"n_images": 5, "draws": 1}):
+        with pytest.raises(UserError, match="chance_rsum_spread"):
+            chance_rsum_spread(**{"n_images": 5, **bad})
 
 
 def test_record_latency_spreads_compute_time_over_both_directions_queries():

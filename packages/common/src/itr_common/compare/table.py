@@ -9,6 +9,7 @@ absent or unreadable is reported as such, never dropped.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from itr_common.errors import UserError
-from itr_common.metrics import RetrievalResult
+from itr_common.metrics import RetrievalResult, chance_recalls, chance_rsum_spread
 
 COLUMNS = ["method", "variant", "status", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-           "train_s", "eval_s", "latency_ms", "latency_source", "params", "n_images", "n_captions", "protocol"]
+           "chance_rsum", "chance_z", "train_s", "eval_s", "latency_ms", "latency_source", "params", "n_images",
+           "n_captions", "protocol"]
 LATENCY_KEYS = ("latency_ms_per_query", "ms_per_query", "latency_ms")
+# a finished row whose rsum is fewer spreads of random scores above chance than this is marked "near chance"
+NEAR_CHANCE_Z = 3.0
 
 
 def load_result(ref: str) -> RetrievalResult:
@@ -65,8 +69,27 @@ def count_params(path: str | list[str] | None) -> int | None:
     return total or None
 
 
+def chance_columns(rsum: float, n_images: int, captions_per_image: int) -> dict[str, float]:
+    """``chance_rsum`` (random scores' expected rsum on this gallery) and ``chance_z``: how many spreads of
+    random scores (:func:`~itr_common.metrics.chance_rsum_spread`) ``rsum`` lies above it."""
+    chance = chance_recalls(n_images, captions_per_image)["rsum"]
+    spread = _spread(n_images, captions_per_image)
+    return {"chance_rsum": round(chance, 2), "chance_z": round((rsum - chance) / spread, 2)}
+
+
+@functools.lru_cache(maxsize=16)
+def _spread(n_images: int, captions_per_image: int) -> float:
+    """The rows of one table share a gallery: one (seeded, so deterministic) Monte Carlo estimate each."""
+    return chance_rsum_spread(n_images, captions_per_image)
+
+
 def build_rows(records: list[dict[str, Any]], params: bool = True) -> list[dict[str, Any]]:
-    """One table row per record; metrics from its result JSON when the run finished."""
+    """One table row per record; metrics from its result JSON when the run finished.
+
+    A finished row also gets ``chance_rsum`` and ``chance_z`` (its rsum against random scores on the same
+    gallery, for the whole-gallery protocols the reproduce runs use): a row that did not learn on the world
+    is told apart from one that did, in the data and in the Markdown (:data:`NEAR_CHANCE_Z`).
+    """
     rows = []
     for rec in records:
         row: dict[str, Any] = {c: None for c in COLUMNS}
@@ -82,6 +105,8 @@ def build_rows(records: list[dict[str, Any]], params: bool = True) -> list[dict[
                 row.update(i2t_r1=i2t[0], i2t_r5=i2t[1], i2t_r10=i2t[2], t2i_r1=t2i[0], t2i_r5=t2i[1],
                            t2i_r10=t2i[2], rsum=result.rsum, n_images=result.n_images,
                            n_captions=result.n_captions, protocol=result.protocol)
+                if result.n_images and result.n_captions and result.n_captions % result.n_images == 0:
+                    row.update(chance_columns(result.rsum, result.n_images, result.n_captions // result.n_images))
                 reported = next((result.extras[k] for k in LATENCY_KEYS
                                  if isinstance(result.extras.get(k), int | float)), None)
                 queries = (result.n_images or 0) + (result.n_captions or 0)
@@ -107,6 +132,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _status_cell(row: dict[str, Any]) -> str:
+    """The status, with "near chance" where a finished row's rsum is within NEAR_CHANCE_Z spreads of chance."""
+    z = row.get("chance_z")
+    if row["status"] == "ok" and isinstance(z, int | float) and z < NEAR_CHANCE_Z:
+        return f"ok, near chance ({z:+.1f} sd of random scores)"
+    return row["status"]
+
+
 def to_markdown(rows: list[dict[str, Any]], title: str | None = None) -> str:
     head = ["method", "variant", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "rsum", "train s", "eval s",
             "ms/query", "params", "status"]
@@ -116,7 +149,7 @@ def to_markdown(rows: list[dict[str, Any]], title: str | None = None) -> str:
         cells = [r["method"], r["variant"], *(_fmt(r[k]) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1",
                                                                     "t2i_r5", "t2i_r10", "rsum")),
                  _fmt(r["train_s"], 0), _fmt(r["eval_s"], 1), _fmt(r["latency_ms"], 2), _fmt(r["params"]),
-                 r["status"]]
+                 _status_cell(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -126,5 +159,5 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r[k] is None else r[k]) for k in COLUMNS})
+        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS})
     return buf.getvalue()

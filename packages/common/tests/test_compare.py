@@ -223,6 +223,29 @@ def test_plan_covers_every_row_with_existing_scripts(tmp_path):
     assert all(trained_for[row] for row in plan.ROWS)
 
 
+def test_pretraining_drops_mrckl_on_a_world_without_soft_labels(tmp_path):
+    """The demo and base worlds write no img_db soft labels: LightningDOT's tiny pre-training config is copied
+    without its mrckl task (and that task's mix ratio), which stopped every larger --size with exit 2."""
+    root = cli.repo_root()
+    source = json.loads((root / "packages/lightningdot/config/pretrain-tiny.json").read_text())
+    for soft, name in ((True, "with"), (False, "without")):
+        world = tmp_path / name / "world"
+        (world / "bert").mkdir(parents=True)
+        (world / "world.json").write_text(json.dumps({"config": {"feat_dim": 64, "img_db_soft_labels": soft}}))
+        (world / "bert/config.json").write_text(json.dumps({"vocab_size": 300}))
+        work = plan.uniter_workdir(tmp_path / name / "out", world, root / "packages/lightningdot")
+        config = work / "config/pretrain-tiny.json"
+        if soft:
+            assert config.is_symlink()
+            continue
+        fitted = json.loads(config.read_text())
+        train, val = fitted["train_datasets"][0], fitted["val_datasets"][0]
+        assert train["tasks"] == ["itm", "mlm", "mrfr"] and val["tasks"] == ["itm", "mlm", "mrfr"]
+        assert train["mix_ratio"] == source["train_datasets"][0]["mix_ratio"][:3]
+        assert {k: v for k, v in fitted.items() if not k.endswith("_datasets")} == \
+            {k: v for k, v in source.items() if not k.endswith("_datasets")}
+
+
 def test_plan_flags_pass_the_scan_family_option_checks_on_a_world_larger_than_tiny(tmp_path):
     """The DIME and SelfAlign training commands of the plan pass their packages' own option checks on a world
     whose features are not 32-d (VSRN's --dim_vid was given the feature size, which only equals the

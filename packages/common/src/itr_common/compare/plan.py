@@ -62,9 +62,10 @@ def _link(path: Path, target: Path) -> None:
 def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
     """A work folder where the package's tiny configs find ``synthetic/...`` (the shared world) and ``config/``.
 
-    ``config/`` links every file of the package's config folder, except the tiny BERT-style model configs
-    (those with a ``vocab_size``), which are copied with the world's vocabulary size: larger worlds (``--size``)
-    have more words than the tiny one the configs were written for.
+    ``config/`` links every file of the package's config folder, except the tiny configs that need fitting to
+    the world (:func:`_fit_config`), which are copied: BERT-style model configs get the world's vocabulary size
+    (larger worlds, ``--size``, have more words than the tiny one the configs were written for), and a
+    pre-training config drops ``mrckl`` on a world written without soft labels.
     """
     work = out / "work"
     config = work / "config"
@@ -73,16 +74,40 @@ def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
     config.mkdir(parents=True, exist_ok=True)
     _link(work / "synthetic", world.resolve())
     vocab = json.loads((world / "bert" / "config.json").read_text())["vocab_size"]
+    soft_labels = bool(json.loads((world / "world.json").read_text())["config"].get("img_db_soft_labels", True))
     for src in sorted((pkg / "config").iterdir()):
         target = config / src.name
-        data = json.loads(src.read_text()) if src.name.endswith("_tiny.json") else None
-        if isinstance(data, dict) and "vocab_size" in data:
+        data = json.loads(src.read_text()) if src.name.endswith("tiny.json") else None
+        fitted = _fit_config(data, vocab, soft_labels) if isinstance(data, dict) else None
+        if fitted is not None:
             if target.is_symlink():
                 target.unlink()
-            target.write_text(json.dumps({**data, "vocab_size": vocab}, indent=2) + "\n")
+            target.write_text(json.dumps(fitted, indent=2) + "\n")
         else:
             _link(target, src.resolve())
     return work
+
+
+def _fit_config(data: dict, vocab: int, soft_labels: bool) -> dict | None:
+    """A tiny config fitted to the world, or None when it fits as it is (then it is linked).
+
+    A BERT-style model config takes the world's vocabulary size. Without ``soft_labels`` in the img_db
+    (the demo and base worlds leave them out: 1601 floats a region) a pre-training config drops its
+    ``mrckl`` task (the KL to the detector's label distribution needs them) with its mix ratio.
+    """
+    if "vocab_size" in data:
+        return {**data, "vocab_size": vocab}
+    datasets = [*data.get("train_datasets", []), *data.get("val_datasets", [])]
+    if soft_labels or not any("mrckl" in d.get("tasks", []) for d in datasets):
+        return None
+    fitted = json.loads(json.dumps(data))
+    for key in ("train_datasets", "val_datasets"):
+        for d in fitted.get(key, []):
+            keep = [i for i, task in enumerate(d.get("tasks", [])) if task != "mrckl"]
+            if "mix_ratio" in d:
+                d["mix_ratio"] = [d["mix_ratio"][i] for i in keep]
+            d["tasks"] = [d["tasks"][i] for i in keep]
+    return fitted
 
 
 def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:

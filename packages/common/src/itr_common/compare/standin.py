@@ -74,15 +74,22 @@ def _lightningdot_sidecars(reproduce_out: Path, data: Path, ck: Path) -> None:
     (ck / realdata.SIDECARS["lightningdot"][0]).write_text(json.dumps(tiny, indent=2) + "\n")
 
 
-def build(reproduce_out: Path, dest: Path) -> tuple[Path, Path]:
-    """Lay ``reproduce_out``'s world and trained checkpoints out as ``(--data-root, --checkpoints)`` under ``dest``."""
+def build(reproduce_out: Path, dest: Path, papers: list[str] | None = None) -> tuple[Path, Path]:
+    """Lay ``reproduce_out``'s world and trained checkpoints out as ``(--data-root, --checkpoints)`` under ``dest``.
+
+    ``papers`` (default all): only their checkpoints are linked, so a paper whose runs failed does not stop
+    the check of the others (its files were never written).
+    """
+    papers = list(realdata.NEEDS) if papers is None else papers
     data, ck = dest / "data", dest / "checkpoints"
     world = reproduce_out / "world"
     for name, target in DATA_LINKS.items():
         _link(data / name, world / target)
     for name, target in CHECKPOINT_LINKS.items():
-        _link(ck / name, reproduce_out / target)
-    _lightningdot_sidecars(reproduce_out, data, ck)
+        if name.split("/")[0] in papers:
+            _link(ck / name, reproduce_out / target)
+    if "lightningdot" in papers:
+        _lightningdot_sidecars(reproduce_out, data, ck)
     return data, ck
 
 
@@ -123,7 +130,7 @@ def check(reproduce_out: Path, table_rows: list[dict[str, Any]], root: Path, pyt
     if not papers:
         return {}
     dest = reproduce_out / "real_data_check"
-    data, ck = build(reproduce_out, dest)
+    data, ck = build(reproduce_out, dest, papers)
     log(f"== real-data path on stand-ins ({', '.join(papers)}): itr-reproduce --data-root {data} "
         f"--checkpoints {ck} --out {dest / 'out'} (log {dest / 'log.txt'})", flush=True)
     with open(dest / "log.txt", "w") as logf:

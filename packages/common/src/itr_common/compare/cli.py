@@ -18,10 +18,9 @@ from typing import Any
 
 from itr_common.compare import plan as planmod
 from itr_common.compare.plot import plot_rows
-from itr_common.compare.table import build_rows, to_csv, to_markdown
+from itr_common.compare.table import build_rows, chance_band, to_csv, to_markdown
 from itr_common.errors import ArgumentParser, cli_entry, fail
 from itr_common.fileio import read_json, write_json_atomic, write_text_atomic
-from itr_common.metrics import chance_recalls, chance_rsum_spread
 
 SIZES = {"tiny": ["--size", "tiny", "--n-test", "50"], "small": ["--size", "small"], "demo": ["--size", "demo"],
          "base": ["--size", "base"]}
@@ -113,8 +112,8 @@ def write_outputs(records: list[dict[str, Any]], out: Path, title: str, meta: di
     sizes = [r["n_images"] for r in rows if r["n_images"]]
     if sizes:
         n_images = max(set(sizes), key=sizes.count)
-        meta["chance_rsum"] = round(chance_recalls(n_images)["rsum"], 1)
-        meta["chance_rsum_spread"] = round(chance_rsum_spread(n_images), 1)
+        chance, spread = chance_band(n_images)
+        meta["chance_rsum"], meta["chance_rsum_spread"] = round(chance, 1), round(spread, 1)
         title += (f"; chance rsum on {n_images} test images: {meta['chance_rsum']:.0f} +- "
                   f"{meta['chance_rsum_spread']:.0f}")
     md = to_markdown(rows, title)

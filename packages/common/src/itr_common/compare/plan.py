@@ -7,6 +7,7 @@ runs (same tiny model configs), pointed at the shared world instead of a private
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -48,9 +49,14 @@ class Job:
     checkpoints: dict[tuple[str, str], Path | tuple[Path, ...]] = field(default_factory=dict)
 
 
+def world_config(world: Path) -> dict:
+    """The generator config the world was written with (world.json)."""
+    return json.loads((world / "world.json").read_text())["config"]
+
+
 def world_feat_dim(world: Path) -> int:
-    """The region feature size the world was written with (world.json)."""
-    return int(json.loads((world / "world.json").read_text())["config"]["feat_dim"])
+    """The region feature size the world was written with."""
+    return int(world_config(world)["feat_dim"])
 
 
 def _link(path: Path, target: Path) -> None:
@@ -74,7 +80,7 @@ def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
     config.mkdir(parents=True, exist_ok=True)
     _link(work / "synthetic", world.resolve())
     vocab = json.loads((world / "bert" / "config.json").read_text())["vocab_size"]
-    soft_labels = bool(json.loads((world / "world.json").read_text())["config"].get("img_db_soft_labels", True))
+    soft_labels = bool(world_config(world).get("img_db_soft_labels", True))
     for src in sorted((pkg / "config").iterdir()):
         target = config / src.name
         data = json.loads(src.read_text()) if src.name.endswith("tiny.json") else None
@@ -100,7 +106,7 @@ def _fit_config(data: dict, vocab: int, soft_labels: bool) -> dict | None:
     datasets = [*data.get("train_datasets", []), *data.get("val_datasets", [])]
     if soft_labels or not any("mrckl" in d.get("tasks", []) for d in datasets):
         return None
-    fitted = json.loads(json.dumps(data))
+    fitted = copy.deepcopy(data)
     for key in ("train_datasets", "val_datasets"):
         for d in fitted.get(key, []):
             keep = [i for i, task in enumerate(d.get("tasks", [])) if task != "mrckl"]

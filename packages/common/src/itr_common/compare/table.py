@@ -69,18 +69,20 @@ def count_params(path: str | list[str] | None) -> int | None:
     return total or None
 
 
-def chance_columns(rsum: float, n_images: int, captions_per_image: int) -> dict[str, float]:
-    """``chance_rsum`` (random scores' expected rsum on this gallery) and ``chance_z``: how many spreads of
-    random scores (:func:`~itr_common.metrics.chance_rsum_spread`) ``rsum`` lies above it."""
-    chance = chance_recalls(n_images, captions_per_image)["rsum"]
-    spread = _spread(n_images, captions_per_image)
-    return {"chance_rsum": round(chance, 2), "chance_z": round((rsum - chance) / spread, 2)}
-
-
 @functools.lru_cache(maxsize=16)
-def _spread(n_images: int, captions_per_image: int) -> float:
-    """The rows of one table share a gallery: one (seeded, so deterministic) Monte Carlo estimate each."""
-    return chance_rsum_spread(n_images, captions_per_image)
+def chance_band(n_images: int, captions_per_image: int = 5) -> tuple[float, float]:
+    """Random scores' expected rsum on this gallery and its spread (:func:`~itr_common.metrics.chance_rsum_spread`).
+
+    Cached: the rows of a table and its title share a gallery, so the (seeded, deterministic) Monte Carlo runs
+    once per gallery size.
+    """
+    return chance_recalls(n_images, captions_per_image)["rsum"], chance_rsum_spread(n_images, captions_per_image)
+
+
+def chance_columns(rsum: float, n_images: int, captions_per_image: int) -> dict[str, float]:
+    """``chance_rsum`` and ``chance_z``: how many spreads of random scores ``rsum`` lies above chance."""
+    chance, spread = chance_band(n_images, captions_per_image)
+    return {"chance_rsum": round(chance, 2), "chance_z": round((rsum - chance) / spread, 2)}
 
 
 def build_rows(records: list[dict[str, Any]], params: bool = True) -> list[dict[str, Any]]:

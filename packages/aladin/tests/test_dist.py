@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aladin_testlib import ALAD_DIR, PYTHON, train_argv
 
-from itr_common.testing import subprocess_env
+from itr_common.testing import stderr_report, subprocess_env
 
 
 @pytest.mark.dist
@@ -19,7 +19,7 @@ def test_torchrun_two_processes(world, tmp_path):
     argv = train_argv(world, tmp_path / "run", "alad-alignment-and-matching-distill", "--device", "cpu")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(ALAD_DIR / "train.py"), *argv],
                           cwd=ALAD_DIR, capture_output=True, text=True, env=subprocess_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     state = read_aladin_checkpoint(tmp_path / "run" / "checkpoint.pth.tar")
     # 48 images x 5 captions = 240 pairs over 2 processes, 16 per batch: 8 steps each
     assert state["Eiters"] == 8 and state["epoch"] == 1

@@ -13,6 +13,7 @@ from torch import nn
 
 from itr_common import dist
 from itr_common.errors import UserError
+from itr_common.testing import stderr_report
 
 LAUNCH_VARS = (
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
@@ -112,7 +113,7 @@ def test_torchrun_two_gloo_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(WORKER), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
     for r, rec in enumerate(ranks):

@@ -75,13 +75,13 @@ def test_a_refusal_on_one_rank_stops_every_rank(tmp_path: Path):
     import subprocess
     import sys
 
-    from itr_common.testing import subprocess_env, torchrun_command
+    from itr_common.testing import stderr_report, subprocess_env, torchrun_command
 
     toy = Path(__file__).resolve().parent / "toy_dist.py"
     run = tmp_path / "run"
     command = [sys.executable, str(toy), "--out", str(run), "--steps", "20", "--save_every", "10", "--pause", "0"]
     done = subprocess.run(torchrun_command(command), env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, stderr_report(done.stderr)
     state = torch.load(run / "last.rank1.pt", weights_only=True)
     torch.save({**state, "step": 10}, run / "last.rank1.pt")
     resumed = subprocess.run(torchrun_command([*command, "--resume"]), env=subprocess_env(), capture_output=True,

@@ -25,6 +25,7 @@ from itr_common.testing import (
     edit_checkpoint,
     invoke,
     state_dicts_in,
+    stderr_report,
 )
 
 TOY = Path(__file__).resolve().parent / "toy_cli.py"
@@ -126,6 +127,17 @@ def test_tensor_comparison_names_the_first_difference():
         assert_same_tensors(a, {"model": [{"w": torch.tensor([0.0, 1.0])}], "step": 3})
     with pytest.raises(ConformanceError, match="missing"):
         assert_same_tensors(a, {"model": [{}], "step": 3})
+
+
+def test_stderr_report_lifts_a_worker_s_reason_above_torchrun_s_summary():
+    stderr = "\n".join(["rank 1 pause at step 20", "terminate called after throwing an instance of 'gloo::IoException'",
+                         "  what():  [../gloo/transport/tcp/pair.cc:534] Connection closed by peer", *["x" * 80] * 40,
+                         "    exitcode  : -6 (pid: 9704)  (SIGABRT)"])
+    report = stderr_report(stderr, 200)
+    reasons, tail = report.split("...", 1)
+    assert "terminate called" in reasons and "Connection closed by peer" in reasons and "step 20" not in reasons
+    assert tail == stderr[-200:]
+    assert stderr_report("all fine", 200) == "...all fine"
 
 
 def _toy_save(model, path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dime_testlib import PACKAGE_DIR, PYTHON, python_env, train_argv
 
-from itr_common.testing import check_console_script, check_usage_error
+from itr_common.testing import check_console_script, check_usage_error, stderr_report
 
 
 def test_missing_data_path_exits_2(world, tmp_path):
@@ -185,7 +185,7 @@ def test_readme_training_command_verbatim(world, tmp_path):
             "--num_epochs", "1", "--batch_size", "48", "--workers", "0"]
     proc = subprocess.run([PYTHON, str(PACKAGE_DIR / "train.py"), *argv], cwd=tmp_path, capture_output=True,
                           text=True, env=python_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, stderr_report(proc.stderr, 2000)
     assert (tmp_path / "runs/filker_DIME/model_best.pth.tar").is_file()
     assert "Text to image:" in proc.stderr
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from dime_testlib import PACKAGE_DIR, PYTHON, python_env, train_argv
 
+from itr_common.testing import stderr_report
+
 
 @pytest.mark.dist
 def test_torchrun_two_processes(world, tmp_path):
@@ -18,7 +20,7 @@ def test_torchrun_two_processes(world, tmp_path):
                       "--device", "cpu")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(PACKAGE_DIR / "train.py"),
                            *argv], cwd=tmp_path, capture_output=True, text=True, env=python_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     state = read_checkpoint(tmp_path / "run" / "checkpoint.pth.tar")
     # 240 captions split over 2 processes, 8 per batch: 15 steps each
     assert state["Eiters"] == 15 and state["epoch"] == 1

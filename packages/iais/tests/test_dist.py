@@ -14,6 +14,8 @@ import torch
 import torch.multiprocessing as mp
 from iais_testlib import PACKAGE_DIR, QUICK, train_argv
 
+from itr_common.testing import stderr_report
+
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE",
                "GROUP_RANK", "TORCHELASTIC_RUN_ID")
 
@@ -55,7 +57,7 @@ def test_torchrun_two_processes_train_and_evaluate(world, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "train_itm_hard_negatives.py", *train_argv(world, out, *QUICK, "--IAIS", "distributed")]
     proc = subprocess.run(cmd, cwd=PACKAGE_DIR, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     assert (out / "ckpt" / "model_step_4_final.pt").is_file() and (out / "ckpt" / "train_state_4.pt").is_file()
     two_ranks = json.loads((out / "results_test" / "scores.json").read_text())
 

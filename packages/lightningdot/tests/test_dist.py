@@ -15,6 +15,8 @@ import torch
 import torch.multiprocessing as mp
 from ldot_testlib import CONFIG_DIR, PACKAGE_DIR, QUICK, dropout_configs, train_argv
 
+from itr_common.testing import stderr_report
+
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE",
                "GROUP_RANK", "TORCHELASTIC_RUN_ID")
 GLOBAL_BATCH, K = 8, 1  # 8 captions, one hard negative per side each
@@ -99,7 +101,7 @@ def test_torchrun_two_processes_train(world: Path, tmp_path: Path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_itm.py",
            *train_argv(world, out, *QUICK, "--train_batch_size", "16")]
     proc = subprocess.run(cmd, cwd=PACKAGE_DIR, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     state = torch.load(out / "biencoder.last.pt", weights_only=True)
     assert state["scheduler_dict"]["last_epoch"] == 16  # 2 epochs x 240 captions / (2 ranks x 16)
     assert (out / "retrieval_result_test.json").is_file()

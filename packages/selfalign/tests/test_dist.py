@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from selfalign_testlib import PYTHON, VARIANT_DIRS, python_env, train_argv
 
+from itr_common.testing import stderr_report
+
 
 @pytest.mark.dist
 @pytest.mark.parametrize("variant", ["camera", "vsrn"])
@@ -19,7 +21,7 @@ def test_torchrun_two_processes(world, tmp_path, variant):
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2",
                            str(VARIANT_DIRS[variant] / "train.py"), *argv], cwd=tmp_path, capture_output=True,
                           text=True, env=python_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     state = read_checkpoint(tmp_path / "run" / "checkpoint.pth.tar", variant)
     # 240 captions split over 2 processes, 8 per batch: 15 steps each
     assert state["Eiters"] == 15 and state["epoch"] == 1

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from itr_common.dist import DistInfo, all_reduce, barrier
+from itr_common.dist import DistInfo, all_reduce, quiesce
 from itr_common.errors import UserError, require_file
 from itr_common.fileio import atomic_open
 from itr_common.logging import get_logger
@@ -433,7 +433,7 @@ class SaveOnSignal:
         self.received = self.received or signum  # a rank that got none logs the one it stops for
         self._stopping = True
         self.save_fn()
-        barrier()  # every rank's file is written before any exits
+        quiesce("stop")  # every rank's file is written, and no peer still talks to it, before any exits
         raise SystemExit(128 + signum)
 
     def __enter__(self) -> SaveOnSignal:

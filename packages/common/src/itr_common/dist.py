@@ -19,6 +19,7 @@ There is no module state: every helper asks ``torch.distributed`` (or horovod) w
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import sys
 from collections.abc import Mapping
@@ -165,11 +166,11 @@ def _init_horovod(device: str | torch.device | None) -> DistInfo:
 def shutdown() -> None:
     """Tear down the process group (or horovod); a no-op in a single process.
 
-    Every rank meets at a barrier first: a rank that destroys its gloo group while a peer is still
+    Every rank meets first (:func:`quiesce`): a rank that destroys its gloo group while a peer is still
     talking to it makes the peer abort ("terminate called without an active exception").
     """
     if _torch_initialized():
-        tdist.barrier()
+        quiesce("shutdown")
         tdist.destroy_process_group()
     hvd = _horovod()
     if hvd is not None:
@@ -207,6 +208,29 @@ def is_main_process() -> bool:
 
 
 # ------------------------------------------------------------------------------------------ collectives
+_quiesce_count = itertools.count()
+
+
+def quiesce(tag: str = "quiesce", timeout_s: float = 300.0) -> None:
+    """Return once every rank has reached this call and every collective before it is complete on every rank, so
+    that a rank may close its connections (destroy the group, exit) without a peer still reading from it.
+
+    A gloo barrier alone is not enough: the rank that leaves it first may close its sockets while the last message
+    of the barrier is still on its way to a peer, which then aborts (SIGABRT; pytorch/gloo#155). After the barrier
+    every rank also checks in on the launcher's key-value store, which is not a gloo connection, and waits for all
+    others there: a rank that checked in has received every message it will ever wait for. No-op in one process.
+    """
+    barrier()
+    if not _torch_initialized() or tdist.get_world_size() == 1:
+        return
+    from torch.distributed import distributed_c10d
+
+    store = distributed_c10d._get_default_store()
+    round_ = f"itr_common/{tag}/{next(_quiesce_count)}"
+    store.set(f"{round_}/{tdist.get_rank()}", "1")
+    store.wait([f"{round_}/{r}" for r in range(tdist.get_world_size())], datetime.timedelta(seconds=timeout_s))
+
+
 def barrier() -> None:
     """Wait for every process."""
     if _torch_initialized():

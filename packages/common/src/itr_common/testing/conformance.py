@@ -104,7 +104,19 @@ class Outcome:
         return [line for line in getattr(self, stream).splitlines() if line.strip()]
 
     def tail(self, n: int = 2000) -> str:
-        return f"stdout: ...{self.stdout[-n:]}\nstderr: ...{self.stderr[-n:]}"
+        return f"stdout: ...{self.stdout[-n:]}\nstderr: {stderr_report(self.stderr, n)}"
+
+
+_WORKER_FAILURE = re.compile(r"terminate called|what\(\)|Error|error:|Traceback|Abort|Signal \d+")
+
+
+def stderr_report(stderr: str, n: int = 2000) -> str:
+    """What an assertion on a failed run shows: the lines of ``stderr`` that say why a process failed (C++
+    ``terminate called`` / ``what()``, Python errors; a torchrun failure prints a worker's own reason above a long
+    summary, out of reach of a plain tail), then its last ``n`` characters."""
+    reasons = [line for line in stderr.splitlines() if _WORKER_FAILURE.search(line)][:20]
+    head = "reasons:\n" + "\n".join(reasons) + "\n" if reasons else ""
+    return f"{head}...{stderr[-n:]}"
 
 
 def _exit_code(code: object) -> int:
@@ -499,7 +511,7 @@ def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | o
         _, stderr = _sigterm(proc, timeout)
     _require(proc.returncode == SIGTERM_STATUS,
              f"killed run: expected status {SIGTERM_STATUS} (saved, then exited), found {proc.returncode}; the kill "
-             f"must land before the run ends\nstderr: ...{stderr[-2000:]}")
+             f"must land before the run ends\nstderr: {stderr_report(stderr)}")
 
     resumed = run_command(command(killed, True), cwd=cwd, env=env, timeout=timeout)
     _require(resumed.code == 0, f"resumed run: expected status 0, found {resumed.code}\n{resumed.tail()}")
@@ -733,6 +745,7 @@ __all__ = [
     "run_command",
     "single_thread",
     "state_dicts_in",
+    "stderr_report",
     "subprocess_env",
     "torchrun_command",
     "tree_listing",

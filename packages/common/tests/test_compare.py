@@ -246,6 +246,47 @@ def test_pretraining_drops_mrckl_on_a_world_without_soft_labels(tmp_path):
             {k: v for k, v in source.items() if not k.endswith("_datasets")}
 
 
+def test_step_based_schedules_keep_the_tiny_passes_over_a_larger_world(tmp_path):
+    """UNITER's ITM pre-training, IAIS fine-tuning and LightningDOT pre-training count steps, not epochs: on a
+    world with 10x the tiny world's training images they run 10x the steps (warm-up and validation interval
+    alike), and the commands that read their final checkpoints follow the new step number."""
+    root = cli.repo_root()
+    iais_src = json.loads((root / "packages/iais/config/train-itm-flickr-tiny-hn.json").read_text())
+    ldot_src = json.loads((root / "packages/lightningdot/config/pretrain-tiny.json").read_text())
+    for n_train, scale in ((None, 1), (plan.TINY_N_TRAIN * 10, 10)):
+        world = tmp_path / f"world{scale}"
+        (world / "bert").mkdir(parents=True)
+        config = {"feat_dim": 64, **({"n_train": n_train} if n_train else {})}
+        (world / "world.json").write_text(json.dumps({"config": config}))
+        (world / "bert/config.json").write_text(json.dumps({"vocab_size": 300}))
+        assert plan.train_scale(world) == scale
+        out = tmp_path / f"out{scale}"
+        jobs = {job.name: job for job in plan.build_plan(root, world, out, sys.executable)}
+        iais_cfg = out / "iais/work/config/train-itm-flickr-tiny-hn.json"
+        ldot_cfg = out / "lightningdot/work/config/pretrain-tiny.json"
+        assert iais_cfg.is_symlink() == (scale == 1) and ldot_cfg.is_symlink() == (scale == 1)
+        fitted = json.loads(iais_cfg.read_text())
+        for key in plan.SCHEDULE_KEYS:
+            assert fitted[key] == iais_src[key] * scale
+        assert {k: v for k, v in fitted.items() if k not in plan.SCHEDULE_KEYS} == \
+            {k: v for k, v in iais_src.items() if k not in plan.SCHEDULE_KEYS}
+        assert json.loads(ldot_cfg.read_text())["num_train_steps"] == ldot_src["num_train_steps"] * scale
+        pretrain = jobs["iais-pretrain"].commands[0].argv
+        if scale == 1:
+            assert "--num_train_steps" not in pretrain  # the tiny run is demo.sh's command as it is
+        else:
+            assert pretrain[pretrain.index("--num_train_steps") + 1] == str(plan.ITM_PRETRAIN_STEPS * scale)
+            assert pretrain[pretrain.index("--warmup_steps") + 1] == str(plan.ITM_PRETRAIN_WARMUP * scale)
+        final = f"model_step_{iais_src['num_train_steps'] * scale}_final.pt"
+        inf_itm = jobs["iais-none"].commands[1].argv
+        assert inf_itm[inf_itm.index("--checkpoint") + 1] == f"output/itm/none/ckpt/{final}"
+        rerank = jobs["lightningdot-rerank"].commands[0].argv
+        assert rerank[rerank.index("--uniter_checkpoint") + 1].endswith(f"itm/none/ckpt/{final}")
+        train_itm = jobs["lightningdot"].commands[1].argv
+        assert train_itm[train_itm.index("--biencoder_checkpoint") + 1] == \
+            f"output/pretrain_tiny/ckpt/model_step_{ldot_src['num_train_steps'] * scale}.pt"
+
+
 def test_plan_flags_pass_the_scan_family_option_checks_on_a_world_larger_than_tiny(tmp_path):
     """The DIME and SelfAlign training commands of the plan pass their packages' own option checks on a world
     whose features are not 32-d (VSRN's --dim_vid was given the feature size, which only equals the

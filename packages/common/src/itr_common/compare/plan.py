@@ -3,6 +3,11 @@
 A :class:`Job` is a list of shell commands (run in the package's folder or a work folder), the rows it fills
 (``(method, variant) -> result JSON``) and the jobs it needs. Commands are the ones each package's ``demo.sh``
 runs (same tiny model configs), pointed at the shared world instead of a private one.
+
+On a world larger than the tiny one (``--size``) every run trains for as many passes over its training split
+as on the tiny world (:func:`train_scale`): epoch-based trainers (DIME, SelfAlign, LightningDOT fine-tuning,
+ALADIN) do so by themselves; the step-based ones (UNITER's ITM pre-training, IAIS fine-tuning, LightningDOT
+pre-training) get their steps, warm-up and validation interval multiplied by the ratio of training images.
 """
 
 from __future__ import annotations
@@ -54,6 +59,27 @@ def world_config(world: Path) -> dict:
     return json.loads((world / "world.json").read_text())["config"]
 
 
+# the number of training images the tiny configs (and demo.sh commands) were tuned for: the tiny world's
+TINY_N_TRAIN = 48
+# step-based schedules of the tiny runs (the fine-tuning and pre-training configs hold theirs; UNITER's ITM
+# pre-training stand-in runs with itr_iais.pretrain_itm's defaults, as in IAIS's demo.sh)
+ITM_PRETRAIN_STEPS, ITM_PRETRAIN_WARMUP = 1200, 100
+SCHEDULE_KEYS = ("num_train_steps", "warmup_steps", "valid_steps")
+
+
+def train_scale(world: Path) -> float:
+    """How many times more training images the world has than the tiny one (at least 1): the factor that keeps
+    a step-based schedule at the tiny run's number of passes over the data. On the base world (500 images) the
+    tiny schedules were a tenth of that, and UNITER's ITM pre-training never left chance (accuracy 0.51 after
+    1200 steps; it takes off after about 1300 when given 3000)."""
+    return max(1.0, int(world_config(world).get("n_train", TINY_N_TRAIN)) / TINY_N_TRAIN)
+
+
+def scaled_steps(steps: int, scale: float) -> int:
+    """``steps`` of a tiny schedule on a world ``scale`` times its size."""
+    return steps if scale <= 1 else max(1, round(steps * scale))
+
+
 def world_feat_dim(world: Path) -> int:
     """The region feature size the world was written with."""
     return int(world_config(world)["feat_dim"])
@@ -70,8 +96,9 @@ def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
 
     ``config/`` links every file of the package's config folder, except the tiny configs that need fitting to
     the world (:func:`_fit_config`), which are copied: BERT-style model configs get the world's vocabulary size
-    (larger worlds, ``--size``, have more words than the tiny one the configs were written for), and a
-    pre-training config drops ``mrckl`` on a world written without soft labels.
+    (larger worlds, ``--size``, have more words than the tiny one the configs were written for), step-based
+    schedules are scaled (:func:`train_scale`), and a pre-training config drops ``mrckl`` on a world written
+    without soft labels.
     """
     work = out / "work"
     config = work / "config"
@@ -81,10 +108,12 @@ def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
     _link(work / "synthetic", world.resolve())
     vocab = json.loads((world / "bert" / "config.json").read_text())["vocab_size"]
     soft_labels = bool(world_config(world).get("img_db_soft_labels", True))
+    scale = train_scale(world)
     for src in sorted((pkg / "config").iterdir()):
         target = config / src.name
-        data = json.loads(src.read_text()) if src.name.endswith("tiny.json") else None
-        fitted = _fit_config(data, vocab, soft_labels) if isinstance(data, dict) else None
+        tiny = src.name.endswith("tiny.json") or src.name.endswith("-tiny-hn.json")
+        data = json.loads(src.read_text()) if tiny else None
+        fitted = _fit_config(data, vocab, soft_labels, scale) if isinstance(data, dict) else None
         if fitted is not None:
             if target.is_symlink():
                 target.unlink()
@@ -94,19 +123,26 @@ def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
     return work
 
 
-def _fit_config(data: dict, vocab: int, soft_labels: bool) -> dict | None:
+def _fit_config(data: dict, vocab: int, soft_labels: bool, scale: float = 1.0) -> dict | None:
     """A tiny config fitted to the world, or None when it fits as it is (then it is linked).
 
-    A BERT-style model config takes the world's vocabulary size. Without ``soft_labels`` in the img_db
-    (the demo and base worlds leave them out: 1601 floats a region) a pre-training config drops its
+    A BERT-style model config takes the world's vocabulary size. A training config with ``num_train_steps``
+    gets its :data:`SCHEDULE_KEYS` multiplied by ``scale`` (:func:`train_scale`). Without ``soft_labels`` in
+    the img_db (the demo and base worlds leave them out: 1601 floats a region) a pre-training config drops its
     ``mrckl`` task (the KL to the detector's label distribution needs them) with its mix ratio.
     """
     if "vocab_size" in data:
         return {**data, "vocab_size": vocab}
     datasets = [*data.get("train_datasets", []), *data.get("val_datasets", [])]
-    if soft_labels or not any("mrckl" in d.get("tasks", []) for d in datasets):
+    drop_mrckl = not soft_labels and any("mrckl" in d.get("tasks", []) for d in datasets)
+    rescale = scale > 1 and "num_train_steps" in data
+    if not (drop_mrckl or rescale):
         return None
     fitted = copy.deepcopy(data)
+    if rescale:
+        fitted.update({k: scaled_steps(int(data[k]), scale) for k in SCHEDULE_KEYS if k in data})
+    if not drop_mrckl:
+        return fitted
     for key in ("train_datasets", "val_datasets"):
         for d in fitted.get(key, []):
             keep = [i for i, task in enumerate(d.get("tasks", [])) if task != "mrckl"]
@@ -121,6 +157,7 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     pk = root / "packages"
     res = out / "results"
     feat = str(world_feat_dim(world))
+    scale = train_scale(world)
     py = python
     jobs: list[Job] = []
 
@@ -182,15 +219,18 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     # without IAIS and with IAIS singular / distributed, each evaluated with inf_itm
     iais = pk / "iais"
     i_work = uniter_workdir(out / "iais", world, iais)
+    longer = ([] if scale <= 1 else ["--num_train_steps", str(scaled_steps(ITM_PRETRAIN_STEPS, scale)),
+                                      "--warmup_steps", str(scaled_steps(ITM_PRETRAIN_WARMUP, scale))])
     jobs.append(Job("iais-pretrain", "iais", [Command(
         [py, "-m", "itr_iais.pretrain_itm", "--txt_db", "synthetic/txt_db/itm_flickr30k_train.db",
          "--img_db", "synthetic/img_db/flickr30k", "--model_config", "synthetic/pretrained/uniter-tiny.json",
-         "--output", "output/pretrained/uniter-tiny-itm.pt"], i_work, "prep")]))
+         "--output", "output/pretrained/uniter-tiny-itm.pt", *longer], i_work, "prep")]))
+    itm_final = f"model_step_{_config_steps(i_work / 'config/train-itm-flickr-tiny-hn.json')}_final.pt"
     bi, rr = ("LightningDOT", "bi-encoder"), ("LightningDOT", "+UNITER re-rank top 20")
     for flag, label in (("False", "no IAIS"), ("singular", "IAIS singular"), ("distributed", "IAIS distributed")):
         tag = {"False": "none"}.get(flag, flag)
         row = ("UNITER-ITM (hard negatives)", label)
-        ckpt = f"output/itm/{tag}/ckpt/model_step_500_final.pt"
+        ckpt = f"output/itm/{tag}/ckpt/{itm_final}"
         train_rows = (row, rr) if tag == "none" else (row,)  # the no-IAIS model is also the re-ranker
         jobs.append(Job(f"iais-{tag}", "iais", [
             Command([py, str(iais / "train_itm_hard_negatives.py"), "--config", "config/train-itm-flickr-tiny-hn.json",
@@ -210,7 +250,9 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     jobs.append(Job("lightningdot", "lightningdot", [
         Command([py, str(ld / "pretrain.py"), "--config", "config/pretrain-tiny.json"], l_work, "train", (bi, rr)),
         Command([py, str(ld / "train_itm.py"), "--config", "config/flickr30k_ft_tiny_config.json",
-                 "--biencoder_checkpoint", "output/pretrain_tiny/ckpt/model_step_400.pt"], l_work, "train", (bi, rr)),
+                 "--biencoder_checkpoint",
+                 f"output/pretrain_tiny/ckpt/model_step_{_config_steps(l_work / 'config/pretrain-tiny.json')}.pt"],
+                l_work, "train", (bi, rr)),
         Command([py, str(ld / "eval_itm.py"), "config/flickr30k_eval_tiny_config.json",
                  "output/flickr_tiny/biencoder.best.pt", "--splits", "test", "--output_dir", "output/eval"],
                 l_work, "eval", (bi,))],
@@ -219,12 +261,12 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     jobs.append(Job("lightningdot-rerank", "lightningdot", [
         Command([py, str(ld / "rerank.py"), "--config", "config/flickr30k_eval_tiny_config.json",
                  "--biencoder_checkpoint", "output/flickr_tiny/biencoder.best.pt",
-                 "--uniter_checkpoint", str(i_work / "output/itm/none/ckpt/model_step_500_final.pt"),
+                 "--uniter_checkpoint", str(i_work / "output/itm/none/ckpt" / itm_final),
                  "--uniter_config", "synthetic/pretrained/uniter-tiny.json", "--thresholds", "20",
                  "--output_dir", "output/rerank"], l_work, "eval")],
         {rr: l_work / "output/rerank/retrieval_result_rerank20.json"}, needs=("lightningdot", "iais-none"),
         checkpoints={rr: (l_work / "output/flickr_tiny/biencoder.best.pt",
-                          i_work / "output/itm/none/ckpt/model_step_500_final.pt")}))
+                          i_work / "output/itm/none/ckpt" / itm_final)}))
 
     # ---- ALADIN: the joint config (alignment head + distilled matching head), test on the whole test split
     al = pk / "aladin" / "alad"
@@ -243,6 +285,12 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
          ("ALADIN", "alignment head"): a_out / "test.json#alignment/coco-5k"},
         checkpoints={("ALADIN", "matching head"): a_ck, ("ALADIN", "alignment head"): a_ck}))
     return jobs
+
+
+def _config_steps(config: Path) -> int:
+    """``num_train_steps`` of a (fitted or linked) training config of a work folder: its final checkpoint's
+    name holds it."""
+    return int(json.loads(config.read_text())["num_train_steps"])
 
 
 def child_env(python: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from itr_common.errors import UserError
-from itr_common.losses import ContrastiveLoss, contrastive_loss
+from itr_common.losses import ContrastiveLoss, contrastive_loss, max_violation_at
 
 MARGIN = 0.2
 
@@ -127,3 +127,17 @@ def test_from_scores_with_extra_captions_through_the_module():
     im = torch.eye(3)[:2]
     s = torch.cat([torch.eye(3)[:2], torch.eye(3)[:1]])  # third caption duplicates image 0's: cost 0.2
     assert criterion(im, s).item() == pytest.approx(MARGIN + 0.0 + 0.0)
+
+
+def test_max_violation_at_sums_during_the_warm_up_then_follows_the_flag():
+    assert [max_violation_at(epoch, True, 2) for epoch in range(4)] == [False, False, True, True]
+    assert [max_violation_at(epoch, True) for epoch in range(3)] == [True, True, True]  # the originals' schedule
+    assert not any(max_violation_at(epoch, False, 1) for epoch in range(3))  # --max_violation False: sum throughout
+
+
+def test_equal_scores_cost_twice_the_margin_per_pair_with_either_loss_form():
+    # the collapsed state the warm-up avoids: a batch of 8 with equal scores costs 2 x 0.2 x 8 = 3.2 (the loss DIME
+    # sat at on a 400-image world); the summed form charges every negative, 2 x 0.2 x 7 x 8
+    scores = torch.full((8, 8), 0.3, dtype=torch.float64)
+    assert contrastive_loss(scores, MARGIN, max_violation=True).item() == pytest.approx(3.2)
+    assert contrastive_loss(scores, MARGIN, max_violation=False).item() == pytest.approx(3.2 * 7)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import torch
+from dime_testlib import train_argv
 
+import itr_dime.losses
 from itr_dime.losses import dime_loss, path_regularization_loss, ranking_loss
+from itr_dime.train import train
 
 
 def test_ranking_loss_with_extra_sentences():
@@ -44,3 +47,18 @@ def test_dime_loss_combines_with_trade_off_and_cuts_extra_captions():
     torch.testing.assert_close(out.rank, torch.tensor(0.35))
     torch.testing.assert_close(out.path, torch.tensor(0.01))
     torch.testing.assert_close(out.total, torch.tensor(0.35 + 0.5 * 0.01))
+
+
+def test_trainer_sums_the_violations_for_the_warm_up_epochs_then_takes_the_hardest(world, tmp_path, monkeypatch):
+    seen: list[bool] = []
+    loss = itr_dime.losses.contrastive_loss
+
+    def recording(scores, margin, max_violation, n_pairs=None):
+        seen.append(max_violation)
+        return loss(scores, margin, max_violation, n_pairs)
+
+    monkeypatch.setattr(itr_dime.losses, "contrastive_loss", recording)
+    train(train_argv(world, tmp_path / "run", "f30k_precomp", None, "--num_epochs", "3", "--sum_violation_epochs",
+                     "2", "--batch_size", "48"))
+    per_epoch = len(seen) // 3
+    assert per_epoch > 0 and seen == [False] * (2 * per_epoch) + [True] * per_epoch

@@ -23,7 +23,8 @@ def test_every_original_flag_with_its_default():
     for name, value in ORIGINAL_DEFAULTS.items():
         assert opt[name] == value, name
     added = set(opt) - set(ORIGINAL_DEFAULTS)
-    assert added == {"seed", "device", "fp16", "shard_size", "legacy_save"}
+    assert added == {"seed", "device", "fp16", "shard_size", "legacy_save", "sum_violation_epochs"}
+    assert opt["sum_violation_epochs"] == 0  # max violation from the first step, as the original
 
 
 @pytest.mark.parametrize("spelling", [["--lambda_softmax=4"], ["--lambda_softmax=9"], ["--lambda_softmax", "9"]])
@@ -53,6 +54,7 @@ def test_unknown_flag_names_the_closest(capsys):
     (["--raw_feature_norm_CMRC", "l3norm"], "--raw_feature_norm_CMRC"),
     (["--embed_size", "30", "--num_head_IMRC", "16"], "--num_head_IMRC"),
     (["--batch_size", "0"], "--batch_size"),
+    (["--sum_violation_epochs", "-1"], "--sum_violation_epochs"),
 ])
 def test_bad_values_exit_2_with_one_line(argv, flag):
     from itr_dime.train import main

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from selfalign_testlib import train_argv
 
+import itr_selfalign.losses
 from itr_common.checkpoint import load_checkpoint
 from itr_common.testing import check_usage_error
 from itr_selfalign.models import build_model, read_vocab
@@ -40,3 +41,20 @@ def test_resume_must_match_the_selfalign_switch(world, tmp_path):
     again = tmp_path / "again"
     check_usage_error(main_camera, [*train_argv("camera", world, again), "--resume", str(out / "checkpoint.pth.tar")],
                       "--selfalign 1", "base", untouched=[again])
+
+
+def test_sum_violation_epochs_warm_up_both_variants(world, tmp_path, monkeypatch):
+    seen: list[bool] = []
+    loss = itr_selfalign.losses.contrastive_loss
+
+    def recording(scores, margin, max_violation):
+        seen.append(max_violation)
+        return loss(scores, margin, max_violation)
+
+    monkeypatch.setattr(itr_selfalign.losses, "contrastive_loss", recording)
+    for variant in ("camera", "vsrn"):
+        seen.clear()
+        run(variant, parse_train_args(variant, train_argv(variant, world, tmp_path / variant, "--num_epochs", "2",
+                                                          "--batch_size", "48", "--sum_violation_epochs", "1")))
+        half = len(seen) // 2
+        assert half > 0 and seen == [False] * half + [True] * half, variant

@@ -80,6 +80,19 @@ def contrastive_loss(
     return cost_s.sum() + cost_im.sum()
 
 
+def max_violation_at(epoch: int, max_violation: bool, sum_violation_epochs: int = 0) -> bool:
+    """Whether the hinge loss of (0-based) ``epoch`` keeps only the hardest negatives.
+
+    ``--max_violation`` as given, except during the first ``sum_violation_epochs`` epochs, which sum every
+    violating negative (VSE++'s "SH" loss) instead. 0, the originals' schedule, uses max violation from the
+    first step. Trained from scratch on a weak signal (a randomly initialised BERT, many similar images) the
+    max-violation loss can settle on equal scores for every pair, where it is flat at ``2 * margin`` per pair;
+    summing first gives every negative a gradient until the scores have spread out. VSE++ warns of this
+    collapse; VSE-infinity warms up the same way.
+    """
+    return max_violation and epoch >= sum_violation_epochs
+
+
 class ContrastiveLoss(nn.Module):
     """VSE++ loss on embeddings: ``loss(im, s)`` scores ``im @ s.T`` then :func:`contrastive_loss`.
 
@@ -110,4 +123,4 @@ class ContrastiveLoss(nn.Module):
         return f"margin={self.margin}, max_violation={self.max_violation}"
 
 
-__all__ = ["ContrastiveLoss", "contrastive_loss"]
+__all__ = ["ContrastiveLoss", "contrastive_loss", "max_violation_at"]

@@ -23,6 +23,7 @@ from itr_common.amp import Amp, AmpConfig
 from itr_common.checkpoint import SaveOnSignal, capture_rng_state, restore_rng_state, rng_preserved
 from itr_common.dist import DistInfo, barrier, broadcast_object, wrap_model
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger
+from itr_common.losses import max_violation_at
 from itr_common.metrics import RetrievalResult
 from itr_common.rank_state import load_rank_state, save_rank_state
 
@@ -54,6 +55,16 @@ def signals_deferred(signals: Sequence[int] = DEFERRED_SIGNALS) -> Iterator[None
             signal.signal(sig, handler)
     if received:
         signal.raise_signal(received[0])
+
+
+def add_sum_violation_flag(parser: argparse.ArgumentParser) -> None:
+    """``--sum_violation_epochs N`` (ours, default 0 = the originals): the first N epochs sum every violating
+    negative before ``--max_violation`` takes over (:func:`itr_common.losses.max_violation_at`)."""
+    parser.add_argument(
+        "--sum_violation_epochs", type=int, default=0, metavar="N",
+        help="Sum the violations of every negative for the first N epochs, then use --max_violation (0: the "
+             "original schedule, max violation from the start; a warm-up where max violation collapses to equal "
+             "scores, e.g. a weak or randomly initialised text encoder)")
 
 
 def format_options(opt: argparse.Namespace) -> str:
@@ -89,7 +100,8 @@ class ScanTrainer:
     ``dev_split``) and calls :meth:`setup_optimisation`; it provides :meth:`state`, :meth:`load_model_state`,
     :meth:`step`, :meth:`loss_meters`, :meth:`evaluate_dev` and the checkpoint writer ``save_checkpoint``.
     All the configuration comes from ``opt``: ``seed``, ``learning_rate``, ``lr_update``, ``num_epochs``,
-    ``log_step``, ``val_step``, ``fp16``, ``logger_name``.
+    ``log_step``, ``val_step``, ``fp16``, ``logger_name``, and for :meth:`max_violation_at` (the subclass's
+    :meth:`step` asks it) ``max_violation`` and ``sum_violation_epochs`` (:func:`add_sum_violation_flag`).
     """
 
     log: logging.Logger = logging.getLogger(__name__)
@@ -198,6 +210,11 @@ class ScanTrainer:
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
+    def max_violation_at(self, epoch: int) -> bool:
+        """Whether the rank loss of ``epoch`` keeps only the hardest negatives (``--max_violation`` after
+        ``--sum_violation_epochs``)."""
+        return max_violation_at(epoch, bool(self.opt.max_violation), self.opt.sum_violation_epochs)
+
     def learning_rate_at(self, epoch: int) -> float:
         return step_decay_lr(self.opt.learning_rate, epoch, self.opt.lr_update, self.gamma)
 
@@ -277,6 +294,10 @@ class ScanTrainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 skip = self.start_batch if epoch == self.start_epoch else 0
+                hardest = self.max_violation_at(epoch)
+                if self.dist.is_main and (epoch == self.start_epoch or hardest != self.max_violation_at(epoch - 1)):
+                    self.log.info("epoch %d: rank loss with the %s", epoch,
+                                  "hardest negative (max violation)" if hardest else "sum of all violations")
                 with signals_deferred():
                     self.mark_boundary(epoch, skip)
                 self.train_epoch(epoch, skip)
@@ -289,5 +310,5 @@ class ScanTrainer:
         return self.result
 
 
-__all__ = ["DEFERRED_SIGNALS", "ScanTrainer", "TrainResult", "format_options", "signals_deferred",
-           "step_decay_lr"]
+__all__ = ["DEFERRED_SIGNALS", "ScanTrainer", "TrainResult", "add_sum_violation_flag", "format_options",
+           "signals_deferred", "step_decay_lr"]

@@ -1,7 +1,9 @@
 """The flags of DIME's ``train.py``, with the original names and defaults (LgQu/DIME ``train.py``).
 
 Prefix abbreviations stay allowed: the README's ``--lambda_softmax=4`` means ``--lambda_softmax_CMRC 4``.
-Flags added here (not in the original): ``--seed``, ``--device``, ``--fp16``, ``--shard_size``.
+Flags added here (not in the original): ``--seed``, ``--device``, ``--fp16``, ``--shard_size``, ``--legacy_save``,
+``--sum_violation_epochs`` (the original has no way to turn ``--max_violation`` off: it is ``store_true`` with
+default True).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from collections.abc import Sequence
 
 from itr_common.errors import ArgumentParser, fail
+from itr_common.training import add_sum_violation_flag
 from itr_common.validation import check_device, number
 from itr_common.validation import check_options as check_values
 from itr_dime.attention import RAW_FEATURE_NORMS
@@ -64,6 +67,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add("--shard_size", type=int, default=None, help="Items per scoring block (2 x batch_size).")
     add("--legacy_save", action="store_true",
         help="Save checkpoints in PyTorch's pre-1.6 (non-zip) format, which the original's PyTorch 1.0 reads.")
+    add_sum_violation_flag(parser)
     return parser
 
 
@@ -109,7 +113,7 @@ def check_options(opt: argparse.Namespace) -> None:
         fail(f"--num_head_IMRC: expected a divisor of --embed_size {opt.embed_size}, found {opt.num_head_IMRC}")
     if opt.max_words < 2:
         fail(f"--max_words: expected at least 2 ([CLS] and [SEP]), found {opt.max_words}")
-    for name in ("extra_stc", "extra_img", "workers"):
+    for name in ("extra_stc", "extra_img", "workers", "sum_violation_epochs"):
         if getattr(opt, name) < 0:
             fail(f"--{name}: expected a non-negative integer, found {getattr(opt, name)}")
     if opt.shard_size is not None and opt.shard_size < 1:

@@ -105,7 +105,7 @@ class Trainer(ScanTrainer):
             out = self.ddp(batch.images, batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.lengths)
         losses = dime_loss(
             out.scores.float(), out.sim_paths.float(), out.bert.float(), margin=self.opt.margin,
-            max_violation=self.opt.max_violation, trade_off=self.opt.trade_off, batch_size=self.opt.batch_size,
+            max_violation=self.max_violation_at(epoch), trade_off=self.opt.trade_off, batch_size=self.opt.batch_size,
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.amp.backward(losses.total)

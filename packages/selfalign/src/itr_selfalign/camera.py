@@ -153,15 +153,16 @@ class CameraModel(nn.Module):
     def prototype_parameters(self) -> list[nn.Parameter]:
         return [self.region_loss.v_prototypes.weight] if self.selfalign else []
 
-    def forward(self, batch):
+    def forward(self, batch, max_violation: bool | None = None):
         """The training objective of one :class:`~itr_selfalign.data.CameraBatch` (a
-        :class:`~itr_selfalign.losses.Losses`)."""
+        :class:`~itr_selfalign.losses.Losses`); ``max_violation`` overrides ``opt.max_violation``."""
         from itr_selfalign.losses import camera_losses
 
         relu = bool(self.opt.ctx_fc_relu)
         img = self.img_enc(batch.images, batch.boxes, batch.sizes, relu)
         cap = self.txt_enc(batch.input_ids, batch.attention_mask, batch.token_type_ids, relu)
-        return camera_losses(img, cap, batch.lengths, self.opt, self.region_loss if self.selfalign else None)
+        return camera_losses(img, cap, batch.lengths, self.opt, self.region_loss if self.selfalign else None,
+                             max_violation)
 
     def encode_images(self, images: torch.Tensor, boxes: torch.Tensor, imgs_wh: torch.Tensor) -> torch.Tensor:
         """(B, R, D) features, (B, R, 4) boxes, (B, 2) sizes -> (B, k, E) retrieval embeddings."""

@@ -56,11 +56,16 @@ def selfalign_terms(region_loss: ConceptAlignment, img_concepts: torch.Tensor, c
     return concept, ctx
 
 
+def _hardest(opt, max_violation: bool | None) -> bool:
+    return bool(opt.max_violation) if max_violation is None else max_violation
+
+
 def camera_losses(img: CameraImage, cap: CameraText, lengths: torch.Tensor, opt,
-                  region_loss: ConceptAlignment | None = None) -> Losses:
-    """The CAMERA(+SelfAlign) objective of one batch (``opt``: margin, max_violation, smry_lamda, v5_tao, v6_tao)."""
+                  region_loss: ConceptAlignment | None = None, max_violation: bool | None = None) -> Losses:
+    """The CAMERA(+SelfAlign) objective of one batch (``opt``: margin, max_violation, smry_lamda, v5_tao, v6_tao);
+    ``max_violation`` (the trainer's choice for the epoch) overrides ``opt.max_violation``."""
     scores = multi_view_scores(camera_image_embedding(img).float(), camera_caption_embedding(cap).float())
-    rank = contrastive_loss(scores, opt.margin, bool(opt.max_violation))
+    rank = contrastive_loss(scores, opt.margin, _hardest(opt, max_violation))
     div = diversity_regularization(img.smry.float())
     total = rank + div * opt.smry_lamda
     if region_loss is None:
@@ -71,10 +76,11 @@ def camera_losses(img: CameraImage, cap: CameraText, lengths: torch.Tensor, opt,
 
 
 def vsrn_losses(img: VsrnImage, cap: VsrnText, lengths: torch.Tensor, caption: torch.Tensor, opt,
-                region_loss: ConceptAlignment | None = None) -> Losses:
-    """The VSRN(+SelfAlign) objective of one batch; ``caption`` is the caption-generation loss."""
+                region_loss: ConceptAlignment | None = None, max_violation: bool | None = None) -> Losses:
+    """The VSRN(+SelfAlign) objective of one batch; ``caption`` is the caption-generation loss, ``max_violation``
+    as in :func:`camera_losses`."""
     scores = vsrn_image_embedding(img).squeeze(1).float() @ vsrn_caption_embedding(cap).float().t()
-    rank = contrastive_loss(scores, opt.margin, bool(opt.max_violation))
+    rank = contrastive_loss(scores, opt.margin, _hardest(opt, max_violation))
     total = rank + caption
     if region_loss is None:
         return Losses(total, rank, caption=caption)

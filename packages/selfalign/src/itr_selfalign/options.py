@@ -3,7 +3,8 @@ names, types and defaults (Zjamie813/SelfAlign), then ours.
 
 Added here: ``--selfalign 0`` (the plain CAMERA / VSRN baseline trained by the same code: no concept or
 context module, no context part in the embeddings, the base text tower), ``--seed`` (the original's fixed
-1024), ``--device``, ``--fp16``, ``--eval_chunk``. ``--max_violation`` is ``type=bool, default=True`` in
+1024), ``--device``, ``--fp16``, ``--eval_chunk``, ``--sum_violation_epochs`` (a warm-up of summed violations
+before max violation; 0, the default, is the originals' schedule). ``--max_violation`` is ``type=bool, default=True`` in
 SelfAlign and ``store_true`` in CAMERA/VSRN: both spellings work here (``--max_violation`` alone, or with
 a value: ``True``/``False``/``1``/``0``; the original turned any value, even ``False``, into True).
 Unused flags the originals declare are accepted and documented as unused.
@@ -16,6 +17,7 @@ import os
 from collections.abc import Sequence
 
 from itr_common.errors import ArgumentParser, fail
+from itr_common.training import add_sum_violation_flag
 
 VARIANTS = ("camera", "vsrn")
 
@@ -78,6 +80,7 @@ def build_camera_parser(prog: str = "train_SelfAlign.py") -> ArgumentParser:
     add("--v6_tao", type=float, default=0.7, help="softmax temperature (image context vs caption locals)")
     add("--local_tea", type=str, default="CRS", help="T, CRS (ablation switch; unused by the released code)")
     _added_flags(add)
+    add_sum_violation_flag(parser)
     return parser
 
 
@@ -111,6 +114,7 @@ def build_vsrn_parser(prog: str = "train_SelfAlign.py") -> ArgumentParser:
     add("--v6_tao", type=float, default=0.7, help="softmax temperature (image context vs caption locals)")
     add("--exp_sim", type=float, default=0.5, help="unused by the released code")
     _added_flags(add)
+    add_sum_violation_flag(parser)
     return parser
 
 
@@ -165,7 +169,7 @@ def check_options(variant: str, opt: argparse.Namespace) -> None:
         fail(f"--lr_decay_gamma: expected a positive factor, found {opt.lr_decay_gamma}")
     if variant == "camera" and not opt.smry_lamda >= 0:
         fail(f"--smry_lamda: expected a non-negative weight, found {opt.smry_lamda}")
-    for name in ("workers", "eval_chunk"):
+    for name in ("workers", "eval_chunk", "sum_violation_epochs"):
         if getattr(opt, name) < 0:
             fail(f"--{name}: expected a non-negative integer, found {getattr(opt, name)}")
     if variant == "camera":

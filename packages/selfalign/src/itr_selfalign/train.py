@@ -133,7 +133,7 @@ class Trainer(ScanTrainer):
         self.ddp.train()
         batch = batch.to(self.device)
         with self.amp.autocast():
-            losses = self.ddp(batch)
+            losses = self.ddp(batch, self.max_violation_at(epoch))
         self.optimizer.zero_grad(set_to_none=True)
         self.amp.backward(losses.total)
         scaler = self.amp.scaler

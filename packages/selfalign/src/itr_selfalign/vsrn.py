@@ -274,9 +274,9 @@ class VsrnModel(nn.Module):
     def prototype_parameters(self) -> list[nn.Parameter]:
         return []  # the VSRN variant never freezes its prototypes
 
-    def forward(self, batch):
+    def forward(self, batch, max_violation: bool | None = None):
         """The training objective of one :class:`~itr_selfalign.data.VsrnBatch` (a
-        :class:`~itr_selfalign.losses.Losses`)."""
+        :class:`~itr_selfalign.losses.Losses`); ``max_violation`` overrides ``opt.max_violation``."""
         from itr_selfalign.losses import vsrn_losses
 
         relu = bool(self.opt.ctx_relu)
@@ -284,7 +284,7 @@ class VsrnModel(nn.Module):
         cap = self.txt_enc(batch.captions, batch.lengths, relu)
         generated = caption_loss(self.caption_model(img.regions, batch.labels), batch.labels, batch.masks)
         return vsrn_losses(img, cap, batch.lengths, generated, self.opt,
-                           self.region_loss if self.selfalign else None)
+                           self.region_loss if self.selfalign else None, max_violation)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return vsrn_image_embedding(self.img_enc(images, bool(self.opt.ctx_relu)))

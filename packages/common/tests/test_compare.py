@@ -285,6 +285,13 @@ def test_step_based_schedules_keep_the_tiny_passes_over_a_larger_world(tmp_path)
         train_itm = jobs["lightningdot"].commands[1].argv
         assert train_itm[train_itm.index("--biencoder_checkpoint") + 1] == \
             f"output/pretrain_tiny/ckpt/model_step_{ldot_src['num_train_steps'] * scale}.pt"
+        # the SCAN-family runs warm up with summed violations on the larger world only (tiny: demo.sh's commands)
+        scan_family = [c.argv for name in ("dime-i2t", "dime-t2i", "selfalign-camera", "selfalign-vsrn")
+                       for c in jobs[name].commands if c.kind == "train"]
+        assert len(scan_family) == 6
+        for argv in scan_family:
+            warm = argv[argv.index("--sum_violation_epochs") + 1] if "--sum_violation_epochs" in argv else None
+            assert warm == (None if scale == 1 else str(plan.SUM_VIOLATION_EPOCHS)), argv
 
 
 def test_plan_flags_pass_the_scan_family_option_checks_on_a_world_larger_than_tiny(tmp_path):

@@ -32,8 +32,10 @@ def test_auto_picks_the_bundled_config_of_the_checkpoint_shape(hidden, layers, n
     assert choose_model_config(_shaped_state(hidden, layers, "module."), "ckpt.pt").name == name  # DDP prefix
     path = tmp_path / "model_step_5000.pt"
     save_atomic(_shaped_state(hidden, layers), path)
-    chosen = resolve_auto_config(str(path))
+    chosen, state = resolve_auto_config(str(path))
     assert chosen == BUNDLED_CONFIG_DIR / name and chosen.is_file()
+    # the state read for the shape is what the evaluation loads (the file is read once)
+    assert state.keys() == _shaped_state(hidden, layers).keys()
 
 
 @pytest.mark.parametrize(("hidden", "layers"), [(768, 24), (1024, 12), (64, 2)])

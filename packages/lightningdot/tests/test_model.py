@@ -145,3 +145,24 @@ def test_full_size_released_layout_heads():
     assert shapes["region_classifier.net.3.weight"] == (1601, 768) and shapes["itm_output.weight"] == (2, 768)
     assert shapes["bert.txt_model.encode_proj.3.weight"] == (768, 1536)
     assert {k.split(".")[0] for k in shapes} == {"bert", "cls", "feat_regress", "region_classifier", "itm_output"}
+
+
+def test_build_model_reads_the_biencoder_checkpoint_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The image size and the weights come from one read of the file (released checkpoints are hundreds of MB)."""
+    import argparse
+
+    from itr_lightningdot import build
+
+    source = tiny()
+    path = tmp_path / "LightningDot.pt"
+    save_atomic(released_state_dict(source, {}), path)
+    reads: list[str] = []
+    real = build.load_checkpoint
+    monkeypatch.setattr(build, "load_checkpoint", lambda p: reads.append(str(p)) or real(p))
+    args = argparse.Namespace(img_model_config=CONFIG_DIR / "img_tiny.json",
+                              txt_model_config=CONFIG_DIR / "bert_tiny.json", project_dim=16,
+                              biencoder_checkpoint=str(path), img_checkpoint=None, txt_checkpoint=None)
+    model, img_dim = build.build_model(args)
+    assert img_dim == 32 and reads == [str(path)]
+    for (k, a), b in zip(source.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -66,15 +66,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return opts
 
 
-def load_model(opts: argparse.Namespace, device: torch.device, feature_dim: int | None = None
-               ) -> UniterForImageTextRetrievalHardNeg:
+def load_model(opts: argparse.Namespace, device: torch.device, feature_dim: int | None = None,
+               state: Mapping[str, torch.Tensor] | None = None) -> UniterForImageTextRetrievalHardNeg:
     """The ranking model from ``model_config`` and ``checkpoint``; zero-shot checkpoints get ``init_output``.
+    ``state``: the checkpoint's state dict when the caller has read it already (default: read here).
 
     The original tests ``'rank_output' not in checkpoint``, never true for a state dict (its keys are
     ``rank_output.weight``/``.bias``), so it always re-initialised the head; that only worked because
     its own checkpoints store ``itm_output`` row 1 equal to ``rank_output``. Here the test is on the keys.
     """
-    state = require_state_dict(load_checkpoint(opts.checkpoint), str(opts.checkpoint))
+    if state is None:
+        state = require_state_dict(load_checkpoint(opts.checkpoint), str(opts.checkpoint))
     config = load_model_config(opts.model_config, state, feature_dim)
     if feature_dim is not None:
         check_same_size({f"--img_db {opts.img_db}": feature_dim, f"--checkpoint {opts.checkpoint} (img_dim)":
@@ -98,13 +100,14 @@ def print_original_block(log: dict) -> None:
     print("========================================================", flush=True)
 
 
-def run(opts: argparse.Namespace) -> RetrievalResult | None:
-    """Evaluate; rank 0 writes the outputs and returns the result (other ranks return None)."""
+def run(opts: argparse.Namespace, state: Mapping[str, torch.Tensor] | None = None) -> RetrievalResult | None:
+    """Evaluate; rank 0 writes the outputs and returns the result (other ranks return None). ``state``: the
+    checkpoint's state dict, when the caller has read it already."""
     info = dist.init_distributed()
     setup_logging(info.rank)
     txt_db = TxtTokLmdb(opts.txt_db, -1)
     img_db = DetectFeatLmdb(opts.img_db, opts.conf_th, opts.max_bb, opts.min_bb, opts.num_bb, opts.compressed_db)
-    model = load_model(opts, info.device, img_db.feature_dim)
+    model = load_model(opts, info.device, img_db.feature_dim, state)
     amp = Amp(AmpConfig.from_original(fp16=opts.fp16, device=info.device))
     bar = progress(total=len(txt_db.img2txts), desc="inference")
     start = time.perf_counter()  # model loaded, dbs open: from here on the evaluation's own work

@@ -66,10 +66,12 @@ def choose_model_config(state: Mapping[str, Tensor], source: str) -> Path:
     return BUNDLED_CONFIG_DIR / name
 
 
-def resolve_auto_config(checkpoint: str) -> Path:
-    """``--model_config auto``: read the checkpoint (inf_itm's loader) and pick the bundled config by shape."""
+def resolve_auto_config(checkpoint: str) -> tuple[Path, dict[str, Tensor]]:
+    """``--model_config auto``: read the checkpoint (inf_itm's loader) and pick the bundled config by shape;
+    returns the config and the state dict read (the evaluation loads it from there, not from the file again)."""
     require_file(checkpoint, "--checkpoint")
-    return choose_model_config(require_state_dict(load_checkpoint(checkpoint), checkpoint), checkpoint)
+    state = require_state_dict(load_checkpoint(checkpoint), checkpoint)
+    return choose_model_config(state, checkpoint), state
 
 
 def build_parser() -> ArgumentParser:
@@ -111,15 +113,16 @@ def run(opts: argparse.Namespace) -> RetrievalResult | None:
     txt_name, img_name, key = DATASETS[opts.dataset]
     default_out = Path(opts.checkpoint).resolve().parent / f"reproduce_{opts.dataset}"
     out = Path(opts.output_dir) if opts.output_dir else default_out
-    model_config = opts.model_config
+    model_config, state = opts.model_config, None
     if model_config == AUTO:
-        model_config = str(resolve_auto_config(opts.checkpoint))
+        config_path, state = resolve_auto_config(opts.checkpoint)
+        model_config = str(config_path)
         print(f"--model_config auto: {model_config} (from the shape of {opts.checkpoint})", flush=True)
     argv = ["--txt_db", str(root / "txt_db" / txt_name), "--img_db", str(root / "img_db" / img_name),
             "--checkpoint", opts.checkpoint, "--model_config", model_config, "--output_dir", str(out),
             "--batch_size", str(opts.batch_size)]
     argv += ["--fp16"] * opts.fp16 + ["--compressed_db"] * opts.compressed_db
-    result = inf_itm.run(inf_itm.parse_args(argv))
+    result = inf_itm.run(inf_itm.parse_args(argv), state)
     if result is not None:
         print(comparison_table(result, key), flush=True)
     return result

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,15 +34,30 @@ def _img_dim_in(state: Mapping[str, Tensor]) -> int | None:
     return None
 
 
-def checkpoint_img_dim(args: argparse.Namespace) -> int:
-    """Region feature size from the bi-encoder checkpoint, else the UNITER checkpoint, else 2048."""
+def read_once() -> Callable[[str | Path], Any]:
+    """A checkpoint reader that reads each file once: the image size and then the weights come from the same read
+    (a released bi-encoder or UNITER-base checkpoint is hundreds of MB)."""
+    held: dict[str, Any] = {}
+
+    def read(path: str | Path) -> Any:
+        key = str(path)
+        if key not in held:
+            held[key] = load_checkpoint(path)
+        return held[key]
+
+    return read
+
+
+def checkpoint_img_dim(args: argparse.Namespace, read: Callable[[str | Path], Any] = load_checkpoint) -> int:
+    """Region feature size from the bi-encoder checkpoint, else the UNITER checkpoint, else 2048 (``read``: how a
+    checkpoint file is read)."""
     if args.biencoder_checkpoint:
-        state, _ = biencoder_state_from(load_checkpoint(args.biencoder_checkpoint), args.biencoder_checkpoint)
+        state, _ = biencoder_state_from(read(args.biencoder_checkpoint), args.biencoder_checkpoint)
         dim = _img_dim_in(state)
         if dim is not None:
             return dim
     if args.img_checkpoint:
-        state = load_checkpoint(args.img_checkpoint)
+        state = read(args.img_checkpoint)
         if isinstance(state, Mapping):
             dim = _img_dim_in(state)
             if dim is not None:
@@ -62,14 +78,15 @@ def check_img_dbs(img_dbs: Iterable[DetectFeatLmdb], img_dim: int, source: str) 
 def build_model(args: argparse.Namespace, load_pretrained: bool = True) -> tuple[BiEncoder, int]:
     """The bi-encoder as the original builds it: UNITER from ``img_checkpoint``, BERT from
     ``txt_model_config`` (+ ``txt_checkpoint``), then ``biencoder_checkpoint`` over both. Returns (model, img_dim)."""
-    img_dim = checkpoint_img_dim(args)
+    read = read_once()
+    img_dim = checkpoint_img_dim(args, read)
     model = build_biencoder(args.img_model_config, args.txt_model_config, args.project_dim, img_dim,
                             getattr(args, "txt_model_type", "bert-base"),
                             getattr(args, "img_model_type", "uniter-base"),
                             getattr(args, "fix_img_encoder", False), getattr(args, "fix_txt_encoder", False))
     if load_pretrained and not args.biencoder_checkpoint:
         if args.img_checkpoint:
-            load_img_checkpoint(model, args.img_checkpoint)
+            load_img_checkpoint(model, args.img_checkpoint, read(args.img_checkpoint))
         else:
             LOGGER.info("no img_checkpoint: random initialisation of the image tower")
         if getattr(args, "txt_model_type", "bert-base") == "bert-base":
@@ -77,7 +94,7 @@ def build_model(args: argparse.Namespace, load_pretrained: bool = True) -> tuple
         if args.txt_checkpoint:
             load_txt_checkpoint(model, args.txt_checkpoint)
     if args.biencoder_checkpoint:
-        load_biencoder_checkpoint(model, args.biencoder_checkpoint)
+        load_biencoder_checkpoint(model, args.biencoder_checkpoint, read(args.biencoder_checkpoint))
     return model, img_dim
 
 

@@ -63,10 +63,12 @@ def read_img_dim(path: str | os.PathLike) -> int | None:
     return img_dim_of(state)
 
 
-def load_img_checkpoint(model: BiEncoder, path: str | os.PathLike) -> list[str]:
-    """UNITER weights (``uniter.*`` or ``bert.*`` keys) into the image tower; returns the keys not found."""
+def load_img_checkpoint(model: BiEncoder, path: str | os.PathLike, checkpoint: Any = None) -> list[str]:
+    """UNITER weights (``uniter.*`` or ``bert.*`` keys) into the image tower; returns the keys not found.
+    ``checkpoint``: what ``path`` holds, when the caller has read it already (default: read here)."""
     source = str(path)
-    state = rename_original_keys(_state_dict(load_checkpoint(path), source), model_has_bert=True)
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
+    state = rename_original_keys(_state_dict(checkpoint, source), model_has_bert=True)
     backbone = {}
     for key, value in state.items():
         if key.startswith(PRETRAIN_HEAD_PREFIXES) or key.startswith(("itm_output.", "rank_output.")):
@@ -140,10 +142,11 @@ def biencoder_state_from(obj: Any, source: str) -> tuple[dict[str, Tensor], str]
         "pre-training (LightningDot.pt)"
 
 
-def load_biencoder_checkpoint(model: BiEncoder, path: str | os.PathLike) -> str:
-    """Load ``biencoder_checkpoint`` strictly; returns the layout found."""
+def load_biencoder_checkpoint(model: BiEncoder, path: str | os.PathLike, checkpoint: Any = None) -> str:
+    """Load ``biencoder_checkpoint`` strictly; returns the layout found. ``checkpoint``: what ``path`` holds, when
+    the caller has read it already (default: read here)."""
     source = str(path)
-    state, layout = biencoder_state_from(load_checkpoint(path), source)
+    state, layout = biencoder_state_from(load_checkpoint(path) if checkpoint is None else checkpoint, source)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     tower_hint = _tower_hint(model, state)
     try:

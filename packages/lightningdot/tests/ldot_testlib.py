@@ -50,3 +50,18 @@ def dropout_configs(folder: Path, p: float = 0.1) -> list[str]:
         (folder / name).write_text(json.dumps(config))
         flags += [flag, str(folder / name)]
     return flags
+
+
+def pretrain_argv(world: Path, out: Path, *extra: str) -> list[str]:
+    """``pretrain.py`` arguments: the tiny pre-training config on ``world``, its four tasks on Flickr captions."""
+    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
+    train = [{"name": "flickr_cap", "db": [str(txt / "itm_flickr30k_train.db")], "img": [str(img)],
+              "tasks": ["itm", "mlm", "mrfr", "mrckl"], "mix_ratio": [16, 8, 4, 4]}]
+    val = [{"name": "flickr_cap", "db": [str(txt / "itm_flickr30k_val.db")], "img": [str(img)],
+            "tasks": ["itm", "mlm", "mrfr", "mrckl"]}]
+    return ["--config", str(CONFIG_DIR / "pretrain-tiny.json"), "--output_dir", str(out),
+            "--train_datasets", json.dumps(train), "--val_datasets", json.dumps(val),
+            "--img_checkpoint", str(world / "pretrained" / "uniter-tiny.pt"),
+            "--txt_checkpoint", str(world / "bert" / "pytorch_model.bin"),
+            "--txt_model_config", str(CONFIG_DIR / "bert_tiny.json"),
+            "--img_model_config", str(CONFIG_DIR / "img_tiny.json"), *extra]

@@ -10,25 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from ldot_testlib import CONFIG_DIR
+from ldot_testlib import CONFIG_DIR, pretrain_argv
 
 from itr_common.checkpoint import load_checkpoint
 from itr_lightningdot.pretrain import fuse, img_mask, random_word, token_buckets
-
-TINY = CONFIG_DIR / "pretrain-tiny.json"
-
-
-def pretrain_argv(world: Path, out: Path, *extra: str) -> list[str]:
-    txt, img = world / "txt_db", world / "img_db" / "flickr30k"
-    train = [{"name": "flickr_cap", "db": [str(txt / "itm_flickr30k_train.db")], "img": [str(img)],
-              "tasks": ["itm", "mlm", "mrfr", "mrckl"], "mix_ratio": [16, 8, 4, 4]}]
-    val = [{"name": "flickr_cap", "db": [str(txt / "itm_flickr30k_val.db")], "img": [str(img)],
-            "tasks": ["itm", "mlm", "mrfr", "mrckl"]}]
-    return ["--config", str(TINY), "--output_dir", str(out), "--train_datasets", json.dumps(train),
-            "--val_datasets", json.dumps(val), "--img_checkpoint", str(world / "pretrained" / "uniter-tiny.pt"),
-            "--txt_checkpoint", str(world / "bert" / "pytorch_model.bin"),
-            "--txt_model_config", str(CONFIG_DIR / "bert_tiny.json"),
-            "--img_model_config", str(CONFIG_DIR / "img_tiny.json"), *extra]
 
 
 def test_masking_follows_bert_and_always_masks_something():

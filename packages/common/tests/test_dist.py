@@ -106,6 +106,33 @@ def test_process_group_of_one(clean_env):
     assert not torch.distributed.is_initialized()
 
 
+def test_shutdown_after_skips_the_meeting_when_the_body_fails(monkeypatch):
+    calls = []
+    monkeypatch.setattr(dist, "shutdown", lambda: calls.append("shutdown"))
+    with dist.shutdown_after():
+        calls.append("body")
+    assert calls == ["body", "shutdown"]
+    with pytest.raises(UserError), dist.shutdown_after():  # an error of this rank alone: leave at once
+        raise UserError("x: expected y")
+    assert calls == ["body", "shutdown"]
+    with pytest.raises(KeyboardInterrupt), dist.shutdown_after():  # a signal reaches every rank: still meet
+        raise KeyboardInterrupt
+    assert calls == ["body", "shutdown", "shutdown"]
+
+
+@pytest.mark.dist
+def test_a_rank_failing_alone_reports_and_exits_instead_of_hanging(tmp_path):
+    """Rank 1 raises while rank 0 is inside a collective: its error line reaches stderr and the run ends non-zero
+    within seconds (with the shutdown in a ``finally`` both ranks hung for good, and the error was never shown)."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(WORKER.with_name("failing_rank_worker.py"))]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "error: rank 1: expected a readable record, found a broken one" in proc.stderr
+
+
 @pytest.mark.dist
 def test_torchrun_two_gloo_processes(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}

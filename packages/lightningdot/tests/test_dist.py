@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from ldot_testlib import CONFIG_DIR, PACKAGE_DIR, QUICK, dropout_configs, train_argv
+from ldot_testlib import CONFIG_DIR, PACKAGE_DIR, QUICK, dropout_configs, pretrain_argv, train_argv
 
 from itr_common.testing import stderr_report
 
@@ -126,3 +126,21 @@ def test_two_process_kill_and_resume_end_bit_identical(world: Path, tmp_path: Pa
         command, tmp_path, final="biencoder.last.pt", kill_on_output=r"Epoch: 1: Step: 3/",
         rank_files="train_state.rank1.pt", resume_evidence=r"resumed from .*epoch 1, batch [4-8],", cwd=PACKAGE_DIR,
         select=lambda state: (state["model_dict"], state["optimizer_dict"]))
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_pretrain_kill_and_resume_end_bit_identical(world: Path, tmp_path: Path):
+    """pretrain.py under torchrun: a run SIGTERMed after its step-8 save (both ranks agree on an update boundary and
+    save it, rank 1 its own streams) and run again on the same output_dir ends with the weights of the run left
+    alone, bit for bit, with dropout on. Both ranks create the output folders at once, which once failed one rank
+    (a shared probe file) and hung the other in the shutdown barrier."""
+    from itr_common.testing import check_two_process_resume_exact
+
+    def command(run: Path, resume: bool) -> list[str]:  # pretrain.py continues a used output_dir by itself
+        return [sys.executable, "pretrain.py", *pretrain_argv(world, run, "--num_train_steps", "40", "--valid_steps",
+                                                              "8", "--warmup_steps", "2", "--dropout", "0.1")]
+
+    check_two_process_resume_exact(
+        command, tmp_path, final="ckpt/model_step_40.pt", kill_when="ckpt/train_state_8.rank1.pt",
+        rank_files="ckpt/train_state_*.rank1.pt", resume_evidence=r"resumed from \S+ at step \d+", cwd=PACKAGE_DIR)

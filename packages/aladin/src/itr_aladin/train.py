@@ -51,7 +51,7 @@ from itr_common.checkpoint import (
     rng_preserved,
     save_atomic,
 )
-from itr_common.dist import DistInfo, barrier, broadcast_object, init_distributed, shutdown, wrap_model
+from itr_common.dist import DistInfo, barrier, broadcast_object, init_distributed, shutdown_after, wrap_model
 from itr_common.errors import UserError, cli_entry, fail, require_file
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
 from itr_common.metrics import RetrievalResult
@@ -338,10 +338,8 @@ def run(args: argparse.Namespace) -> TrainResult:
     device = args.device or ("cpu" if args.no_cuda or not torch.cuda.is_available() else None)
     dist = init_distributed(device=device)
     setup_logging(dist.rank)
-    try:
+    with shutdown_after():
         return Trainer(args, dist).fit()
-    finally:
-        shutdown()
 
 
 @cli_entry

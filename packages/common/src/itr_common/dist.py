@@ -18,11 +18,12 @@ There is no module state: every helper asks ``torch.distributed`` (or horovod) w
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -175,6 +176,25 @@ def shutdown() -> None:
     hvd = _horovod()
     if hvd is not None:
         hvd.shutdown()
+
+
+@contextlib.contextmanager
+def shutdown_after() -> Iterator[None]:
+    """Run the body, then :func:`shutdown`; an ``Exception`` in the body skips the shutdown.
+
+    A rank that fails alone (a bad record, a full disk) must not wait for its peers: they may be inside a
+    collective it will never join, so the meeting would hang every rank and the error would never be printed.
+    It leaves at once, its error is reported, and torchrun stops the other ranks when it exits. A signal
+    (``KeyboardInterrupt``, ``Terminated``, ``SystemExit``) reaches every rank alike and still meets them.
+    """
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException:
+        shutdown()
+        raise
+    shutdown()
 
 
 # --------------------------------------------------------------------------------------------- queries

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from itr_common.data.precomp import PrecompSplit
-from itr_common.dist import DistInfo, init_distributed, shutdown
+from itr_common.dist import DistInfo, init_distributed, shutdown_after
 from itr_common.errors import cli_entry, fail, require_dir, require_file
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
@@ -136,10 +136,8 @@ def run(opt: argparse.Namespace) -> TrainResult:
     """Train with the options of :func:`itr_dime.options.parse_train_args` (any process of a torchrun world)."""
     dist = init_distributed(device=opt.device)
     setup_logging(dist.rank)
-    try:
+    with shutdown_after():
         return Trainer(opt, dist).fit()
-    finally:
-        shutdown()
 
 
 def train(argv: Sequence[str] | None = None) -> TrainResult:

@@ -15,6 +15,7 @@ from itr_common.checkpoint import load_checkpoint
 from itr_common.data.uniter_lmdb import DetectFeatLmdb
 from itr_common.errors import fail
 from itr_common.models.uniter import IMG_DIM
+from itr_common.validation import require_writable
 from itr_lightningdot.checkpoints import (
     biencoder_state_from,
     load_biencoder_checkpoint,
@@ -105,13 +106,13 @@ def pick_device(no_cuda: bool, dist_device: torch.device | None = None) -> torch
 
 
 def writable_dir(path: str | Path, what: str) -> Path:
-    """Create ``path`` (and parents) or fail with one line."""
-    path = Path(path)
+    """Create ``path`` (and parents) once ``require_writable`` passed, or fail with one line.
+
+    Every rank of a torchrun world calls this on the same folder at once: the probe is the shared one, a unique
+    temporary file per process (one fixed probe name let a rank delete its peer's probe, failing it)."""
+    path = require_writable(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as err:
         fail(f"{what} {path}: expected a writable directory, found {err.strerror or err}")
     return path

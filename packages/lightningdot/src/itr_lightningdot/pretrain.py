@@ -667,12 +667,10 @@ def _as_random_state(value: list) -> tuple:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    with dist.shutdown_after():
         path = run(args)
         if dist.is_main_process():
             print(f"pre-trained checkpoint (LightningDot.pt layout): {path}")
-    finally:
-        dist.shutdown()
     return 0
 
 

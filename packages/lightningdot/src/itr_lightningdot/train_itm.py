@@ -315,10 +315,8 @@ def run(args: argparse.Namespace) -> TrainOutcome:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_train_args(argv)
-    try:
+    with dist.shutdown_after():
         run(args)
-    finally:
-        dist.shutdown()
     return 0
 
 

@@ -28,7 +28,7 @@ import torch
 
 from itr_common.checkpoint import load_state_dict_mapped
 from itr_common.data.precomp import PrecompSplit
-from itr_common.dist import DistInfo, init_distributed, shutdown
+from itr_common.dist import DistInfo, init_distributed, shutdown_after
 from itr_common.errors import cli_entry, fail, require_dir, require_file
 from itr_common.logging import setup_logging
 from itr_common.metrics import RetrievalResult
@@ -163,10 +163,8 @@ def run(variant: str, opt: argparse.Namespace) -> TrainResult:
     check_device(opt.device)
     dist = init_distributed(device=opt.device)
     setup_logging(dist.rank)
-    try:
+    with shutdown_after():
         return Trainer(variant, opt, dist).fit()
-    finally:
-        shutdown()
 
 
 def _prog() -> str:

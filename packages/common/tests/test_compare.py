@@ -139,6 +139,65 @@ def test_run_jobs_reports_failed_and_skipped_runs(tmp_path, monkeypatch):
     assert "skipped: needs bad" in (tmp_path / "table.md").read_text()
 
 
+def _trainer(run_dir: Path) -> list[str]:
+    """A stand-in trainer that, like IAIS's and LightningDOT's, refuses an output folder with files in it."""
+    code = ("import os, sys; d = sys.argv[1]; used = os.path.isdir(d) and os.listdir(d); "
+            "os.makedirs(d, exist_ok=True); open(os.path.join(d, 'model.pt'), 'w').close(); sys.exit(2 if used else 0)")
+    return [sys.executable, "-c", code, str(run_dir)]
+
+
+def test_only_runs_a_job_again_from_scratch_and_keeps_the_other_rows(tmp_path):
+    rows = plan.ROWS[:3]
+
+    def jobs() -> list[plan.Job]:
+        return [plan.Job("first", "p", [plan.Command(_trainer(tmp_path / "run1"), tmp_path),
+                                        plan.Command(_writer(tmp_path / "a.json", 3.0), tmp_path, "eval")],
+                         {rows[0]: tmp_path / "a.json"}, outputs=(tmp_path / "run1", tmp_path / "a.json")),
+                plan.Job("second", "p", [plan.Command(_trainer(tmp_path / "run2"), tmp_path),
+                                         plan.Command(_writer(tmp_path / "b.json", 3.0), tmp_path, "eval")],
+                         {rows[1]: tmp_path / "b.json"}, outputs=(tmp_path / "run2", tmp_path / "b.json")),
+                plan.Job("uses-second", "p", [plan.Command(_writer(tmp_path / "c.json", 3.0), tmp_path, "eval")],
+                         {rows[2]: tmp_path / "c.json"}, needs=("second",), outputs=(tmp_path / "c.json",))]
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    first = cli.run_jobs(jobs(), tmp_path, sys.executable, log=quiet)
+    assert [r["status"] for r in first[:3]] == ["ok"] * 3
+
+    # --only second: its used folder is cleared (the trainer would refuse it), "first" keeps its record and times,
+    # and "uses-second", computed from the replaced outputs, is marked stale instead of showing old numbers
+    selected = [j for j in jobs() if j.name == "second"]
+    left_out = [j for j in jobs() if j.name != "second"]
+    again = cli.run_jobs(selected, tmp_path, sys.executable, log=quiet, left_out=left_out, previous=first)
+    status = [r["status"] for r in again[:3]]
+    assert status[:2] == ["ok", "ok"], status
+    assert status[2] == "stale: second ran again; add uses-second to --only"
+    assert again[0]["eval_s"] == first[0]["eval_s"] and again[1]["eval_s"] != first[1]["eval_s"]
+
+    # a preparation step (no rows, so no record) counts as done when its outputs exist
+    prep = plan.Job("prep", "p", [], outputs=(tmp_path / "run1",))
+    assert cli.carried_over([prep], set(), [])[0] == {"prep": "ok"}
+    assert cli.carried_over([plan.Job("prep", "p", [], outputs=(tmp_path / "none",))], set(), [])[0] == {
+        "prep": "not run (--only)"}
+
+    # a prerequisite left out with an earlier "ok" lets the job that needs it run
+    selected = [j for j in jobs() if j.name == "uses-second"]
+    left_out = [j for j in jobs() if j.name != "uses-second"]
+    third = cli.run_jobs(selected, tmp_path, sys.executable, log=quiet, left_out=left_out, previous=again)
+    assert [r["status"] for r in third[:3]] == ["ok"] * 3
+
+
+def test_only_refuses_a_size_other_than_the_earlier_runs(tmp_path, capsys):
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "world.json").write_text("{}")
+    (tmp_path / "table.json").write_text(json.dumps({"meta": {"size": "base"}, "records": []}))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--out", str(tmp_path), "--only", "dime-i2t"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --size: expected base (the world of the run in") and "found tiny" in err
+    assert err.count("\n") == 0
+
+
 def test_real_data_lists_every_missing_file_at_once(tmp_path):
     data, ck = tmp_path / "data", tmp_path / "ck"
     (data / "precomp/f30k_precomp").mkdir(parents=True)
@@ -221,6 +280,19 @@ def test_plan_covers_every_row_with_existing_scripts(tmp_path):
     assert trained_for[("DIME", "ensemble")] == {"dime-i2t", "dime-t2i"}
     assert trained_for[("LightningDOT", "+UNITER re-rank top 20")] == {"lightningdot", "iais-none"}
     assert all(trained_for[row] for row in plan.ROWS)
+    # --only clears what a job writes: every result file and every checkpoint of a job that trains it lies in one
+    # of the outputs of the job that writes it, and no two jobs share an output
+    def written_by(path: Path) -> set[str]:
+        path = Path(str(path).partition("#")[0])
+        return {job.name for job in jobs for out in job.outputs if path == out or out in path.parents}
+
+    assert all(written_by(ref) == {job.name} for job in jobs for ref in job.results.values())
+    for row, names in trained_for.items():
+        cks = by_row[row] if isinstance(by_row[row], tuple) else (by_row[row],)
+        assert set().union(*(written_by(ck) for ck in cks)) == names, row
+    outputs = [out for job in jobs for out in job.outputs]
+    assert len(outputs) == len(set(outputs))
+    assert written_by(tmp_path / "out/iais/work/output/pretrained/uniter-tiny-itm.pt") == {"iais-pretrain"}
 
 
 def test_pretraining_drops_mrckl_on_a_world_without_soft_labels(tmp_path):

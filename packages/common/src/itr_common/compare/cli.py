@@ -46,15 +46,54 @@ def _checkpoint_ref(paths: Path | tuple[Path, ...] | None) -> str | list[str] | 
     return [str(p) for p in paths] if isinstance(paths, tuple) else str(paths)
 
 
+def _remove(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def carried_over(left_out: list[planmod.Job], selected: set[str], previous: list[dict[str, Any]]
+                 ) -> tuple[dict[str, str], dict[tuple[str, str], dict[str, Any]]]:
+    """What ``--only`` keeps of an earlier run in the same folder: each left-out job's status and its rows' records
+    (times, status) from the earlier ``table.json`` records (``previous``), in plan order.
+
+    A left-out job that needs a job run again (or one already stale) is ``stale``: its results were computed from
+    outputs that are being replaced. A preparation step (no rows) is ``ok`` when its outputs exist. A job with no
+    earlier record is ``not run (--only)``.
+    """
+    before: dict[str, list[dict[str, Any]]] = {}
+    for rec in previous:
+        before.setdefault(str(rec.get("job")), []).append(rec)
+    status: dict[str, str] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for job in left_out:
+        renewed = [n for n in job.needs if n in selected or status.get(n, "").startswith("stale")]
+        recs = [r for r in before.get(job.name, []) if (r.get("method"), r.get("variant")) in job.results]
+        if renewed:
+            status[job.name] = f"stale: {', '.join(renewed)} ran again; add {job.name} to --only"
+        elif not job.results and job.outputs:  # a preparation step (no rows, no record): done if its outputs are
+            done = all(path.exists() for path in job.outputs)
+            status[job.name] = "ok" if done else "not run (--only)"
+        elif recs and len(recs) == len(job.results):
+            status[job.name] = str(recs[0].get("status", "missing"))
+            rows.update({(r["method"], r["variant"]): r for r in recs})
+        else:
+            status[job.name] = "not run (--only)"
+    return status, rows
+
+
 def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
-             left_out: list[planmod.Job] = ()) -> list[dict[str, Any]]:
+             left_out: list[planmod.Job] = (), previous: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Run every job in order; returns one record per table row (status, times, result, checkpoint).
 
-    ``left_out``: jobs of the plan not selected (``--only``); their rows say so.
+    Each job's ``outputs`` are removed before it runs. ``left_out``: jobs of the plan not selected (``--only``);
+    their rows keep the ``previous`` run's records (:func:`carried_over`) or say they were not run.
     """
     env = planmod.child_env(python)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    status: dict[str, str] = {}
+    status, kept = carried_over(list(left_out), {j.name for j in jobs}, list(previous))
     times: dict[tuple[str, str], dict[str, float]] = {}
     expected_total = sum(planmod.EXPECTED_S.get(j.name, 60) for j in jobs)
     done_expected, start = 0.0, time.time()
@@ -66,6 +105,7 @@ def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
             status[job.name] = f"skipped: needs {', '.join(blocked)}"
         else:
             status[job.name] = "ok"
+            _remove(job.outputs)
             with open(out / "logs" / f"{job.name}.log", "w") as logf:
                 for cmd in job.commands:
                     c0 = time.time()
@@ -91,12 +131,12 @@ def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
         log(f"[{k}/{len(jobs)}] {job.name}: {status[job.name]} in {_fmt_s(time.time() - t0)}; "
             f"elapsed {_fmt_s(elapsed)}, about {_fmt_s(left)} left", flush=True)
     records = []
-    status.update({job.name: "not run (--only)" for job in left_out})
     owner = {row: job for job in [*jobs, *left_out] for row in job.results}
     for method, variant in planmod.ROWS:
         row = (method, variant)
         job = owner.get(row)
-        rec: dict[str, Any] = {"method": method, "variant": variant, **times.get(row, {})}
+        earlier = {k: v for k, v in kept.get(row, {}).items() if k.endswith("_s")}
+        rec: dict[str, Any] = {"method": method, "variant": variant, **times.get(row, earlier)}
         if job is None:
             rec["status"] = "missing: no run in the plan"
         else:
@@ -142,6 +182,23 @@ def _meta(args, world: Path, seconds: float | None = None) -> dict[str, Any]:
     return meta
 
 
+def _earlier_run(out: Path, size: str, world: Path) -> list[dict[str, Any]] | None:
+    """``--only``: the records of the run already in ``out`` (its ``table.json``) when its world is there, else None
+    (a new world is written). Fails when that run's world has another ``--size``: its other rows and the jobs'
+    inputs would no longer match."""
+    saved_path = out / "table.json"
+    if not saved_path.is_file() or not (world / "world.json").is_file():
+        return None
+    saved = read_json(saved_path, "reproduce table", expect=dict)
+    meta, records = saved.get("meta"), saved.get("records")
+    if not isinstance(meta, dict) or not isinstance(records, list):
+        fail(f"{saved_path}: expected the 'records' and 'meta' an itr-reproduce run writes, found keys {sorted(saved)}")
+    if meta.get("size") != size:
+        fail(f"--size: expected {meta.get('size')} (the world of the run in {out}) with --only, found {size}; "
+             "a world of another size needs its own --out")
+    return records
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="itr-reproduce", description=__doc__.splitlines()[0])
@@ -150,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic world: tiny (default: the tiny preset with a 50-image test split), small, "
                              "demo, base (base: for a GPU)")
     parser.add_argument("--only", nargs="+", default=None,
-                        help="run only these jobs (names as in the progress lines), in the existing --out folder")
+                        help="run only these jobs again (names as in the progress lines) in the --out folder of an "
+                             "earlier run: their old outputs are removed first, the other rows keep that run's results")
     parser.add_argument("--data-root", default=None, help="real-data path: root of the original data trees")
     parser.add_argument("--checkpoints", default=None, help="real-data path: folder of the released checkpoints")
     parser.add_argument("--papers", default="dime,selfalign,iais,lightningdot,aladin",
@@ -184,16 +242,20 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not papers:
             fail(f"--papers: expected names among {', '.join(realdata.NEEDS)}, found '{args.papers}'")
         return realdata.run(Path(args.data_root), Path(args.checkpoints), out, root, sys.executable, papers)
+    world = out / "world"
+    previous = _earlier_run(out, args.size, world) if args.only else None
     out.mkdir(parents=True, exist_ok=True)
     if not args.only:  # a full run starts clean (several trainers refuse a non-empty output folder)
         for name in ("dime", "selfalign", "iais", "lightningdot", "aladin", "results", "logs"):
             shutil.rmtree(out / name, ignore_errors=True)
     start = time.time()
-    world = out / "world"
-    synth = [str(Path(sys.executable).parent / "itr-synth"), "--out", str(world), "--layout", "all", *SIZES[args.size],
-             "--force"]
-    print(f"== synthetic world ({args.size}) -> {world}", flush=True)
-    subprocess.run(synth, check=True, stdout=subprocess.DEVNULL, env=planmod.child_env(sys.executable))
+    if previous is not None:
+        print(f"== synthetic world ({args.size}) of the earlier run: {world}", flush=True)
+    else:
+        synth = [str(Path(sys.executable).parent / "itr-synth"), "--out", str(world), "--layout", "all",
+                 *SIZES[args.size], "--force"]
+        print(f"== synthetic world ({args.size}) -> {world}", flush=True)
+        subprocess.run(synth, check=True, stdout=subprocess.DEVNULL, env=planmod.child_env(sys.executable))
     jobs = planmod.build_plan(root, world, out, sys.executable)
     if args.only:
         unknown = sorted(set(args.only) - {j.name for j in jobs})
@@ -204,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         left_out = []
     (out / "results").mkdir(exist_ok=True)
-    records = run_jobs(jobs, out, sys.executable, left_out=left_out)
+    records = run_jobs(jobs, out, sys.executable, left_out=left_out, previous=previous or [])
     seconds = time.time() - start
     meta = _meta(args, world, seconds)
     title = f"SYNTHETIC world ({args.size}), not the papers' data: {len(records)} rows, {_fmt_s(seconds)} in all"

@@ -57,6 +57,9 @@ class Job:
     # the checkpoint(s) of each row, for the parameter count (several: an ensemble or a two-stage pipeline,
     # whose parameters add up)
     checkpoints: dict[tuple[str, str], Path | tuple[Path, ...]] = field(default_factory=dict)
+    # what the job writes (folders or files): ``--only`` removes them before the job runs again (several trainers
+    # refuse a used output folder, and LightningDOT's pretrain.py would continue from the old checkpoints)
+    outputs: tuple[Path, ...] = ()
 
 
 def world_config(world: Path) -> dict:
@@ -178,10 +181,12 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     ck = {d: d_out / f"runs/filker_DIME_{d}/model_best.pth.tar" for d in ("i2t", "t2i")}
     jobs.append(Job("dime-i2t", "dime", [Command(
         [py, "train.py", *data, "--logger_name", str(d_out / "runs/filker_DIME_i2t"), "--direction", "i2t",
-         "--extra_stc", "1", "--lambda_softmax=4", *tiny], dime, rows=(("DIME", "i2t"), ("DIME", "ensemble")))]))
+         "--extra_stc", "1", "--lambda_softmax=4", *tiny], dime, rows=(("DIME", "i2t"), ("DIME", "ensemble")))],
+        outputs=(d_out / "runs/filker_DIME_i2t",)))
     jobs.append(Job("dime-t2i", "dime", [Command(
         [py, "train.py", *data, "--logger_name", str(d_out / "runs/filker_DIME_t2i"), "--direction", "t2i",
-         "--extra_img", "1", "--lambda_softmax=9", *tiny], dime, rows=(("DIME", "t2i"), ("DIME", "ensemble")))]))
+         "--extra_img", "1", "--lambda_softmax=9", *tiny], dime, rows=(("DIME", "t2i"), ("DIME", "ensemble")))],
+        outputs=(d_out / "runs/filker_DIME_t2i",)))
     evals = [Command([py, "evaluate_models.py", "--model_path", str(ck["i2t"]), "--split", "test",
                       "--out", str(res / "dime-i2t.json")], dime, "eval", (("DIME", "i2t"),)),
              Command([py, "evaluate_models.py", "--model_path", str(ck["t2i"]), "--split", "test",
@@ -193,7 +198,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
                     {("DIME", v): res / f"dime-{v}.json" for v in ("i2t", "t2i", "ensemble")},
                     needs=("dime-i2t", "dime-t2i"),
                     checkpoints={("DIME", "i2t"): ck["i2t"], ("DIME", "t2i"): ck["t2i"],
-                                 ("DIME", "ensemble"): (ck["i2t"], ck["t2i"])}))
+                                 ("DIME", "ensemble"): (ck["i2t"], ck["t2i"])},
+                    outputs=tuple(res / f"dime-{v}.json" for v in ("i2t", "t2i", "ensemble"))))
 
     # ---- SelfAlign: CAMERA and VSRN, each with --selfalign 0 (the baseline, same code) and 1
     s_out = out / "selfalign"
@@ -221,7 +227,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
                                  "--split", "test", "--out", str(res / f"selfalign-{name}.json")], cwd, "eval", (row,)))
             results[row] = res / f"selfalign-{name}.json"
             cks[row] = run_dir / "model_best.pth.tar"
-        jobs.append(Job(f"selfalign-{variant}", "selfalign", cmds, results, checkpoints=cks))
+        jobs.append(Job(f"selfalign-{variant}", "selfalign", cmds, results, checkpoints=cks,
+                        outputs=(*(ck.parent for ck in cks.values()), *results.values())))
 
     # ---- IAIS: UNITER's ITM pre-training as the uniter-base stand-in, then hard-negative fine-tuning
     # without IAIS and with IAIS singular / distributed, each evaluated with inf_itm
@@ -232,7 +239,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     jobs.append(Job("iais-pretrain", "iais", [Command(
         [py, "-m", "itr_iais.pretrain_itm", "--txt_db", "synthetic/txt_db/itm_flickr30k_train.db",
          "--img_db", "synthetic/img_db/flickr30k", "--model_config", "synthetic/pretrained/uniter-tiny.json",
-         "--output", "output/pretrained/uniter-tiny-itm.pt", *longer], i_work, "prep")]))
+         "--output", "output/pretrained/uniter-tiny-itm.pt", *longer], i_work, "prep")],
+        outputs=(i_work / "output/pretrained/uniter-tiny-itm.pt",)))
     itm_final = f"model_step_{_config_steps(i_work / 'config/train-itm-flickr-tiny-hn.json')}_final.pt"
     bi, rr = ("LightningDOT", "bi-encoder"), ("LightningDOT", "+UNITER re-rank top 20")
     for flag, label in (("False", "no IAIS"), ("singular", "IAIS singular"), ("distributed", "IAIS distributed")):
@@ -249,7 +257,7 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
                      "--output_dir", f"output/inf_itm/{tag}"],
                     i_work, "eval", (row,))],
             {row: i_work / f"output/inf_itm/{tag}/retrieval_result.json"}, needs=("iais-pretrain",),
-            checkpoints={row: i_work / ckpt}))
+            checkpoints={row: i_work / ckpt}, outputs=(i_work / f"output/itm/{tag}", i_work / f"output/inf_itm/{tag}")))
 
     # ---- LightningDOT: pre-train, fine-tune, evaluate the bi-encoder; re-rank its top 20 with the UNITER ITM
     # model fine-tuned above (hard negatives, no IAIS)
@@ -265,7 +273,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
                  "output/flickr_tiny/biencoder.best.pt", "--splits", "test", "--output_dir", "output/eval"],
                 l_work, "eval", (bi,))],
         {bi: l_work / "output/eval/retrieval_result_test.json"},
-        checkpoints={bi: l_work / "output/flickr_tiny/biencoder.best.pt"}))
+        checkpoints={bi: l_work / "output/flickr_tiny/biencoder.best.pt"},
+        outputs=tuple(l_work / "output" / name for name in ("pretrain_tiny", "flickr_tiny", "eval"))))
     jobs.append(Job("lightningdot-rerank", "lightningdot", [
         Command([py, str(ld / "rerank.py"), "--config", "config/flickr30k_eval_tiny_config.json",
                  "--biencoder_checkpoint", "output/flickr_tiny/biencoder.best.pt",
@@ -274,7 +283,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
                  "--output_dir", "output/rerank"], l_work, "eval")],
         {rr: l_work / "output/rerank/retrieval_result_rerank20.json"}, needs=("lightningdot", "iais-none"),
         checkpoints={rr: (l_work / "output/flickr_tiny/biencoder.best.pt",
-                          i_work / "output/itm/none/ckpt" / itm_final)}))
+                          i_work / "output/itm/none/ckpt" / itm_final)},
+        outputs=(l_work / "output/rerank",)))
 
     # ---- ALADIN: the joint config (alignment head + distilled matching head), test on the whole test split
     al = pk / "aladin" / "alad"
@@ -291,7 +301,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
                  "--load_checkpoint", str(a_ck), "--out", str(a_out / "test.json")], al, "eval")],
         {("ALADIN", "matching head"): a_out / "test.json#matching/coco-5k",
          ("ALADIN", "alignment head"): a_out / "test.json#alignment/coco-5k"},
-        checkpoints={("ALADIN", "matching head"): a_ck, ("ALADIN", "alignment head"): a_ck}))
+        checkpoints={("ALADIN", "matching head"): a_ck, ("ALADIN", "alignment head"): a_ck},
+        outputs=(a_out / "runs/alad-joint", a_out / "test.json")))
     return jobs
 
 

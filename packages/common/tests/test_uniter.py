@@ -12,6 +12,7 @@ from itr_common.models.uniter import (
     UniterConfig,
     UniterForImageTextRetrieval,
     UniterModel,
+    img_dim_of,
     load_uniter_state_dict,
     rename_original_keys,
 )
@@ -228,6 +229,17 @@ def pretrained_state_dict(model: UniterForImageTextRetrieval) -> dict[str, torch
     sd["feat_regress.weight"] = torch.zeros(16, 6)
     sd["region_classifier.net.0.weight"] = torch.zeros(16, 16)
     return sd
+
+
+def test_img_dim_of_reads_the_released_layouts_and_a_nested_tower():
+    w = lambda n: torch.zeros(8, n)  # noqa: E731  (img_linear: hidden x region feature size)
+    assert img_dim_of({"uniter.img_embeddings.img_linear.weight": w(2048)}) == 2048
+    assert img_dim_of({"module.uniter.img_embeddings.img_linear.weight": w(32)}) == 32
+    assert img_dim_of({"uniter.embeddings.word_embeddings.weight": w(4)}) is None
+    # a bi-encoder: the text tower may hold its own img_linear; skip_prefixes leaves it out
+    both = {"txt_model.img_embeddings.img_linear.weight": w(16), "img_model.img_embeddings.img_linear.weight": w(64)}
+    assert img_dim_of(both, ("txt_model.",)) == 64
+    assert img_dim_of({"txt_model.img_embeddings.img_linear.weight": w(16)}, ("txt_model.",)) is None
 
 
 def test_load_pretrained_ignores_heads_and_reports_missing_rank_output():

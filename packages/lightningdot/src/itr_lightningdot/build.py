@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from itr_common.checkpoint import load_checkpoint
 from itr_common.data.uniter_lmdb import DetectFeatLmdb
 from itr_common.errors import fail
-from itr_common.models.uniter import IMG_DIM
+from itr_common.models.uniter import IMG_DIM, img_dim_of
 from itr_common.validation import require_writable
 from itr_lightningdot.checkpoints import (
     biencoder_state_from,
@@ -26,13 +25,7 @@ from itr_lightningdot.checkpoints import (
 from itr_lightningdot.model import BiEncoder, build_biencoder
 
 LOGGER = logging.getLogger(__name__)
-
-
-def _img_dim_in(state: Mapping[str, Tensor]) -> int | None:
-    for key, value in state.items():
-        if key.endswith("img_embeddings.img_linear.weight") and not key.startswith(("txt_model.", "bert.txt_model.")):
-            return int(value.shape[1])
-    return None
+TEXT_TOWER_PREFIXES = ("txt_model.", "bert.txt_model.")  # a bi-encoder's text tower: not the image size
 
 
 def read_once() -> Callable[[str | Path], Any]:
@@ -54,13 +47,13 @@ def checkpoint_img_dim(args: argparse.Namespace, read: Callable[[str | Path], An
     checkpoint file is read)."""
     if args.biencoder_checkpoint:
         state, _ = biencoder_state_from(read(args.biencoder_checkpoint), args.biencoder_checkpoint)
-        dim = _img_dim_in(state)
+        dim = img_dim_of(state, TEXT_TOWER_PREFIXES)
         if dim is not None:
             return dim
     if args.img_checkpoint:
         state = read(args.img_checkpoint)
         if isinstance(state, Mapping):
-            dim = _img_dim_in(state)
+            dim = img_dim_of(state, TEXT_TOWER_PREFIXES)
             if dim is not None:
                 return dim
     return IMG_DIM

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from itr_common.checkpoint import load_checkpoint, load_state_dict_mapped, save_atomic
 from itr_common.errors import UserError, fail
-from itr_common.models.uniter import PRETRAIN_HEAD_PREFIXES, img_dim_of, rename_original_keys
+from itr_common.models.uniter import PRETRAIN_HEAD_PREFIXES, rename_original_keys
 from itr_lightningdot.model import BiEncoder
 
 LOGGER = logging.getLogger(__name__)
@@ -55,12 +55,6 @@ def _drop_buffers(state: Mapping[str, Tensor], source: str) -> dict[str, Tensor]
     if dropped:
         LOGGER.info("%s: dropping saved BERT buffers %s", source, dropped)
     return {k: v for k, v in state.items() if not k.endswith(HF_BUFFERS)}
-
-
-def read_img_dim(path: str | os.PathLike) -> int | None:
-    """The region feature size of a UNITER checkpoint (``img_linear`` input width), or None."""
-    state = _state_dict(load_checkpoint(path), str(path))
-    return img_dim_of(state)
 
 
 def load_img_checkpoint(model: BiEncoder, path: str | os.PathLike, checkpoint: Any = None) -> list[str]:

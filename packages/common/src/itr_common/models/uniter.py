@@ -596,12 +596,21 @@ class UniterForImageTextRetrieval(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def img_dim_of(state_dict: Mapping[str, Tensor]) -> int | None:
-    """The region feature size a UNITER state dict was built for (``img_linear`` input width), or None."""
+def img_dim_of(state_dict: Mapping[str, Tensor], skip_prefixes: tuple[str, ...] = ()) -> int | None:
+    """The region feature size a UNITER state dict was built for (``img_linear`` input width), or None.
+
+    The released layouts' keys first (``uniter.``, ``bert.``, bare, ``module.uniter.``); else any key ending in
+    ``img_embeddings.img_linear.weight`` that does not start with one of ``skip_prefixes`` (a model holding a UNITER
+    tower under another name, e.g. LightningDOT's bi-encoder, whose text tower is skipped).
+    """
     for key in ("uniter.img_embeddings.img_linear.weight", "bert.img_embeddings.img_linear.weight",
                 "img_embeddings.img_linear.weight", "module.uniter.img_embeddings.img_linear.weight"):
         weight = state_dict.get(key)
         if isinstance(weight, Tensor) and weight.dim() == 2:
+            return int(weight.shape[1])
+    for key, weight in state_dict.items():
+        if (key.endswith("img_embeddings.img_linear.weight") and not key.startswith(skip_prefixes)
+                and isinstance(weight, Tensor) and weight.dim() == 2):
             return int(weight.shape[1])
     return None
 

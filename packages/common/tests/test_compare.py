@@ -186,6 +186,14 @@ def test_only_runs_a_job_again_from_scratch_and_keeps_the_other_rows(tmp_path):
     assert [r["status"] for r in third[:3]] == ["ok"] * 3
 
 
+def test_only_refuses_an_unknown_job_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--out", str(tmp_path / "out"), "--only", "dime-i2t", "iais"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --only: expected job names among dime-i2t, ")
+    assert not (tmp_path / "out").exists()  # no world written, no folder made
+
+
 def test_only_refuses_a_size_other_than_the_earlier_runs(tmp_path, capsys):
     (tmp_path / "world").mkdir()
     (tmp_path / "world" / "world.json").write_text("{}")
@@ -259,6 +267,7 @@ def test_plan_covers_every_row_with_existing_scripts(tmp_path):
     jobs = plan.build_plan(root, world, tmp_path / "out", sys.executable)
     assert sorted(row for job in jobs for row in job.results) == sorted(plan.ROWS)
     names = [job.name for job in jobs]
+    assert names == list(plan.JOB_NAMES) and set(plan.EXPECTED_S) == {"world", *names}
     assert all(set(job.needs) <= set(names[:names.index(job.name)]) for job in jobs)  # needs run first
     for job in jobs:
         for cmd in job.commands:

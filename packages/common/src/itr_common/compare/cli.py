@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not papers:
             fail(f"--papers: expected names among {', '.join(realdata.NEEDS)}, found '{args.papers}'")
         return realdata.run(Path(args.data_root), Path(args.checkpoints), out, root, sys.executable, papers)
+    unknown = sorted(set(args.only or ()) - set(planmod.JOB_NAMES))
+    if unknown:
+        fail(f"--only: expected job names among {', '.join(planmod.JOB_NAMES)}, found {', '.join(unknown)}")
     world = out / "world"
     previous = _earlier_run(out, args.size, world) if args.only else None
     out.mkdir(parents=True, exist_ok=True)
@@ -258,9 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(synth, check=True, stdout=subprocess.DEVNULL, env=planmod.child_env(sys.executable))
     jobs = planmod.build_plan(root, world, out, sys.executable)
     if args.only:
-        unknown = sorted(set(args.only) - {j.name for j in jobs})
-        if unknown:
-            fail(f"--only: expected job names among {', '.join(j.name for j in jobs)}, found {', '.join(unknown)}")
         left_out = [j for j in jobs if j.name not in args.only]
         jobs = [j for j in jobs if j.name in args.only]
     else:

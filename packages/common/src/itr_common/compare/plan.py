@@ -33,6 +33,10 @@ ROWS: list[tuple[str, str]] = [
     ("ALADIN", "matching head"), ("ALADIN", "alignment head"),
 ]
 
+# every job of build_plan, in run order (``--only`` is checked against these before any work)
+JOB_NAMES = ("dime-i2t", "dime-t2i", "dime-eval", "selfalign-camera", "selfalign-vsrn", "iais-pretrain", "iais-none",
+             "iais-singular", "iais-distributed", "lightningdot", "lightningdot-rerank", "aladin")
+
 # rough seconds per job on 2 CPU cores at the default size (for the time-left estimate only)
 EXPECTED_S = {"world": 10, "dime-i2t": 60, "dime-t2i": 60, "dime-eval": 20, "selfalign-camera": 80,
               "selfalign-vsrn": 80, "iais-pretrain": 30, "iais-none": 60, "iais-singular": 70,

@@ -171,6 +171,9 @@ def test_only_runs_a_job_again_from_scratch_and_keeps_the_other_rows(tmp_path):
     status = [r["status"] for r in again[:3]]
     assert status[:2] == ["ok", "ok"], status
     assert status[2] == "stale: second ran again; add uses-second to --only"
+    after = plan.Job("after", "p", [], {plan.ROWS[3]: tmp_path / "d.json"}, needs=("uses-second",))
+    assert cli.carried_over([*left_out, after], {"second"}, first)[0]["after"] == (
+        "stale: uses-second is stale; add after to --only")  # stale spreads down the needs, saying why
     assert again[0]["eval_s"] == first[0]["eval_s"] and again[1]["eval_s"] != first[1]["eval_s"]
 
     # a preparation step (no rows, so no record) counts as done when its outputs exist

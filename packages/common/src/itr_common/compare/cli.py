@@ -69,10 +69,11 @@ def carried_over(left_out: list[planmod.Job], selected: set[str], previous: list
     status: dict[str, str] = {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for job in left_out:
-        renewed = [n for n in job.needs if n in selected or status.get(n, "").startswith("stale")]
+        renewed = [f"{n} ran again" if n in selected else f"{n} is stale" for n in job.needs
+                   if n in selected or status.get(n, "").startswith("stale")]
         recs = [r for r in before.get(job.name, []) if (r.get("method"), r.get("variant")) in job.results]
         if renewed:
-            status[job.name] = f"stale: {', '.join(renewed)} ran again; add {job.name} to --only"
+            status[job.name] = f"stale: {', '.join(renewed)}; add {job.name} to --only"
         elif not job.results and job.outputs:  # a preparation step (no rows, no record): done if its outputs are
             done = all(path.exists() for path in job.outputs)
             status[job.name] = "ok" if done else "not run (--only)"

@@ -28,17 +28,22 @@ def test_torchrun_two_processes(world, tmp_path):
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path):
-    """Two gloo processes (dropout 0.1), SIGTERMed while rank 0 validates at the end of epoch 0, resumed with two:
-    each rank restores its own RNG streams (``checkpoint.rank1.pth.tar``), so the weights and optimizer end as the
-    run left alone, bit for bit."""
+@pytest.mark.parametrize("kill_on_output, resumed_at", [
+    (r"validation at epoch 1, batch 0", r"\(epoch 1, batch 0\)"),  # while rank 0 validates, rank 1 waits
+    (r"Epoch: \[0\]\[1/", r"\(epoch 0, batch [2-7]\)"),  # in the middle of epoch 0, while both ranks step
+], ids=["validating", "mid-epoch"])
+def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path, kill_on_output, resumed_at):
+    """Two gloo processes (dropout 0.1), SIGTERMed while rank 0 validates at the end of epoch 0, or after the second
+    batch of epoch 0, resumed with two: each rank restores its own RNG streams and data position
+    (``checkpoint.rank1.pth.tar``), so the weights and optimizer end as the run left alone, bit for bit."""
     from itr_common.testing import check_two_process_resume_exact
 
     def command(run: Path, resume: bool) -> list[str]:
-        argv = train_argv(world, run, "alad-alignment-and-matching-distill", "--device", "cpu", epochs=2)
+        argv = train_argv(world, run, "alad-alignment-and-matching-distill", "--device", "cpu", "--log_step", "1",
+                          epochs=2)
         return [PYTHON, "train.py", *argv, *(["--resume", str(run / "checkpoint.pth.tar")] if resume else [])]
 
     check_two_process_resume_exact(
-        command, tmp_path, final="checkpoint.pth.tar", kill_on_output=r"validation at epoch 1, batch 0",
-        rank_files="checkpoint.rank1.pth.tar", resume_evidence=r"loaded checkpoint .* \(epoch 1, batch 0\)",
+        command, tmp_path, final="checkpoint.pth.tar", kill_on_output=kill_on_output,
+        rank_files="checkpoint.rank1.pth.tar", resume_evidence=r"loaded checkpoint .* " + resumed_at,
         cwd=ALAD_DIR, select=lambda state: (state["model"], state["optimizer"], state["Eiters"]))

@@ -30,7 +30,8 @@ def test_torchrun_two_processes(world, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_on_output, resumed_at", [
     (r"validation at epoch 1, batch 0", r"\(epoch 1, batch 0\)"),  # while rank 0 validates, rank 1 waits
-    (r"Epoch: \[0\]\[1/", r"\(epoch 0, batch [2-7]\)"),  # in the middle of epoch 0, while both ranks step
+    # in the middle of epoch 0, while both ranks step (on a loaded machine the ranks may agree a few batches later)
+    (r"Epoch: \[0\]\[1/", r"\(epoch (0, batch [2-8]|1, batch [0-7])\)"),
 ], ids=["validating", "mid-epoch"])
 def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path, kill_on_output, resumed_at):
     """Two gloo processes (dropout 0.1), SIGTERMed while rank 0 validates at the end of epoch 0, or after the second

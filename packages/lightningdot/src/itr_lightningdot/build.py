@@ -101,7 +101,7 @@ def pick_device(no_cuda: bool, dist_device: torch.device | None = None) -> torch
 def writable_dir(path: str | Path, what: str) -> Path:
     """Create ``path`` (and parents) once ``require_writable`` passed, or fail with one line.
 
-    Every rank of a torchrun world calls this on the same folder at once: the probe is the shared one, a unique
+    Every rank of a torchrun world calls this on the same folder at once: require_writable probes with a unique
     temporary file per process (one fixed probe name let a rank delete its peer's probe, failing it)."""
     path = require_writable(path, what)
     try:

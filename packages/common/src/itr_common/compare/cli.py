@@ -183,6 +183,14 @@ def _meta(args, world: Path, seconds: float | None = None) -> dict[str, Any]:
     return meta
 
 
+def read_saved_table(path: Path) -> dict[str, Any]:
+    """An earlier run's ``table.json``, checked to hold the ``records`` (list) and ``meta`` (dict) a run writes."""
+    saved = read_json(path, "reproduce table", expect=dict)
+    if not isinstance(saved.get("records"), list) or not isinstance(saved.get("meta"), dict):
+        fail(f"{path}: expected the 'records' and 'meta' an itr-reproduce run writes, found keys {sorted(saved)}")
+    return saved
+
+
 def _earlier_run(out: Path, size: str, world: Path) -> list[dict[str, Any]] | None:
     """``--only``: the records of the run already in ``out`` (its ``table.json``) when its world is there, else None
     (a new world is written). Fails when that run's world has another ``--size``: its other rows and the jobs'
@@ -190,10 +198,8 @@ def _earlier_run(out: Path, size: str, world: Path) -> list[dict[str, Any]] | No
     saved_path = out / "table.json"
     if not saved_path.is_file() or not (world / "world.json").is_file():
         return None
-    saved = read_json(saved_path, "reproduce table", expect=dict)
-    meta, records = saved.get("meta"), saved.get("records")
-    if not isinstance(meta, dict) or not isinstance(records, list):
-        fail(f"{saved_path}: expected the 'records' and 'meta' an itr-reproduce run writes, found keys {sorted(saved)}")
+    saved = read_saved_table(saved_path)
+    meta, records = saved["meta"], saved["records"]
     if meta.get("size") != size:
         fail(f"--size: expected {meta.get('size')} (the world of the run in {out}) with --only, found {size}; "
              "a world of another size needs its own --out")
@@ -223,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     root = repo_root()
     out = Path(args.out).resolve()
     if args.rebuild:
-        saved = read_json(out / "table.json", "reproduce table", expect=dict)
-        if not isinstance(saved.get("records"), list) or not isinstance(saved.get("meta"), dict):
-            fail(f"{out / 'table.json'}: expected the 'records' and 'meta' an itr-reproduce run writes, found "
-                 f"keys {sorted(saved)}")
+        saved = read_saved_table(out / "table.json")
         meta = saved["meta"]
         meta.pop("plot", None)
         title = (f"SYNTHETIC world ({meta.get('size', '?')}), not the papers' data: {len(saved['records'])} rows, "

@@ -72,26 +72,37 @@ def test_torchrun_two_processes_train_and_evaluate(world, tmp_path):
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path):
-    """Two gloo processes (dropout 0.1), SIGTERMed during the validation at update 6 and resumed with two: each rank
-    restores its own RNG streams and group-stream positions (``train_state_6.rank1.pt``), so the final weights are
+@pytest.mark.parametrize("steps, valid_steps, kill_on_output, resumed_at", [
+    # while rank 0 validates at update 6 (rank 1 waits in the validation's gathers)
+    (12, 6, r"validation at update 6", "6"),
+    # between validations, while both ranks step: the progress bar of rank 0 at update 10-29 of 100; the ranks
+    # agree at the next update boundary, before the validation at 50
+    (100, 50, r"\| [12]\d/100 \[", "([1-9]|[1-4][0-9])"),
+], ids=["validating", "between-validations"])
+def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path, steps, valid_steps, kill_on_output,
+                                                       resumed_at):
+    """Two gloo processes (dropout 0.1), SIGTERMed during a validation or between two, resumed with two: each rank
+    restores its own RNG streams and group-stream positions (``train_state_N.rank1.pt``), so the final weights are
     those of the run left alone, bit for bit."""
     from itr_common.testing import check_two_process_resume_exact
 
-    flags = ("--num_train_steps", "12", "--valid_steps", "6", "--train_batch_size", "2", "--warmup_steps", "2")
+    flags = ("--num_train_steps", str(steps), "--valid_steps", str(valid_steps), "--train_batch_size", "2",
+             "--warmup_steps", "2")
 
     def command(run: Path, resume: bool) -> list[str]:
         return [sys.executable, "train_itm_hard_negatives.py", *train_argv(world, run, *flags),
                 *(["--resume"] if resume else [])]
 
     check = check_two_process_resume_exact(
-        command, tmp_path, final="ckpt/model_step_12_final.pt", kill_on_output=r"validation at update 6",
-        rank_files="ckpt/train_state_6.rank1.pt", resume_evidence=r"resumed from .* at update 6", cwd=PACKAGE_DIR)
+        command, tmp_path, final=f"ckpt/model_step_{steps}_final.pt", kill_on_output=kill_on_output,
+        rank_files="ckpt/train_state_*.rank1.pt", resume_evidence=rf"resumed from .* at update {resumed_at}\n",
+        cwd=PACKAGE_DIR)
 
     # without rank 1's file the resume is refused on both ranks in one line (it restarted rank 1's RNG and data before)
     from itr_common.testing import run_command, subprocess_env, torchrun_command
 
-    (check.resumed.parent / "train_state_12.rank1.pt").unlink()
+    (check.resumed.parent / f"train_state_{steps}.rank1.pt").unlink()
     again = run_command(torchrun_command(command(tmp_path / "killed", True)), cwd=PACKAGE_DIR,
                         env=subprocess_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
-    assert again.code != 0 and "train_state_12.rank1.pt: expected rank 1's RNG state" in again.stderr, again.tail()
+    assert again.code != 0 and f"train_state_{steps}.rank1.pt: expected rank 1's RNG state" in again.stderr, \
+        again.tail()

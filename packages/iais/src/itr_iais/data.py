@@ -137,19 +137,35 @@ class EpochSeeded:
         return random.Random(f"iais-negatives:{self.seed}:{self.epoch}:{self.side}:{txt_id}")
 
 
-class HardNegFromText(EpochSeeded, DetectFeatTxtTokDataset):
-    """One text with its image first and ``neg_sample_size`` random other images (B = 1 + negatives)."""
-
-    side = "t"
+class HardNegatives(EpochSeeded, DetectFeatTxtTokDataset):
+    """The shared part of the two group datasets: one positive pair first, then ``neg_sample_size`` random
+    negatives on one side (images for :class:`HardNegFromText`, texts for :class:`HardNegFromImage`)."""
 
     def __init__(self, txt_db, img_db, neg_sample_size: int, iais: bool = False, rank: int = 0, world_size: int = 1,
                  seed: int = 0):
         super().__init__(txt_db, img_db, rank, world_size)
         self.img2txts = txt_db.img2txts
         self.img_name_list = list(self.img2txts)
+        self.txt_name_list = list(self.txt2img)
         self.neg_sample_size = neg_sample_size
         self.iais = iais
         self.seed = seed
+
+    def group_masks(self, txt_lens: Sequence[int], nbbs: Sequence[int], padded_txt_len: int) -> Batch:
+        """The group's attention masks: IAIS's layout (joint, text and image masks) or UNITER's compact one with
+        its ``gather_index``. ``padded_txt_len``: the width of the group's ``input_ids``."""
+        if self.iais:
+            return dict(zip(("attn_masks", "txt_attn_masks", "img_attn_masks"),
+                            iais_layout_masks(txt_lens, nbbs), strict=True))
+        attn = compact_attn_masks(txt_lens, nbbs)
+        # the original passed the last text's length here instead of the padded length (fixed)
+        return {"attn_masks": attn, "gather_index": get_gather_index(txt_lens, nbbs, padded_txt_len, attn.size(1))}
+
+
+class HardNegFromText(HardNegatives):
+    """One text with its image first and ``neg_sample_size`` random other images (B = 1 + negatives)."""
+
+    side = "t"
 
     def __getitem__(self, i: int) -> Batch:
         gt_txt_id = self.ids[i]
@@ -159,34 +175,19 @@ class HardNegFromText(EpochSeeded, DetectFeatTxtTokDataset):
         img_ids = [gt_img, *sample_negative(self.img_name_list, [gt_img], self.neg_sample_size,
                                             self.rng_for(gt_txt_id))]
         feats, poss, nbbs = zip(*(self.image(name) for name in img_ids))
-        batch: Batch = {
+        return {
             "input_ids": input_ids,
             "position_ids": torch.arange(tl, dtype=torch.long).unsqueeze(0),
             "img_feat": pad_tensors(feats, nbbs),
             "img_pos_feat": pad_tensors(poss, nbbs),
+            **self.group_masks([tl] * len(img_ids), nbbs, tl),
         }
-        txt_lens = [tl] * len(img_ids)
-        if self.iais:
-            batch["attn_masks"], batch["txt_attn_masks"], batch["img_attn_masks"] = iais_layout_masks(txt_lens, nbbs)
-        else:
-            batch["attn_masks"] = compact_attn_masks(txt_lens, nbbs)
-            batch["gather_index"] = get_gather_index(txt_lens, nbbs, tl, batch["attn_masks"].size(1))
-        return batch
 
 
-class HardNegFromImage(EpochSeeded, DetectFeatTxtTokDataset):
+class HardNegFromImage(HardNegatives):
     """One image with one of its texts first and ``neg_sample_size`` texts that are not its own."""
 
     side = "i"
-
-    def __init__(self, txt_db, img_db, neg_sample_size: int, iais: bool = False, rank: int = 0, world_size: int = 1,
-                 seed: int = 0):
-        super().__init__(txt_db, img_db, rank, world_size)
-        self.img2txts = txt_db.img2txts
-        self.txt_name_list = list(self.txt2img)
-        self.neg_sample_size = neg_sample_size
-        self.iais = iais
-        self.seed = seed
 
     def __getitem__(self, i: int) -> Batch:
         gt_txt_id = self.ids[i]
@@ -195,22 +196,14 @@ class HardNegFromImage(EpochSeeded, DetectFeatTxtTokDataset):
         txt_ids = [gt_txt_id, *sample_negative(self.txt_name_list, self.img2txts[gt_img], self.neg_sample_size,
                                                self.rng_for(gt_txt_id))]
         texts = [self.input_ids(t) for t in txt_ids]
-        txt_lens = [t.size(0) for t in texts]
         input_ids = pad_sequence(texts, batch_first=True, padding_value=0)
-        batch: Batch = {
+        return {
             "input_ids": input_ids,
             "position_ids": torch.arange(input_ids.size(1), dtype=torch.long).unsqueeze(0),
             "img_feat": feat.unsqueeze(0),  # (1, nbb, D), expanded by the model
             "img_pos_feat": pos.unsqueeze(0),
+            **self.group_masks([t.size(0) for t in texts], [nbb] * len(txt_ids), input_ids.size(1)),
         }
-        nbbs = [nbb] * len(txt_ids)
-        if self.iais:
-            batch["attn_masks"], batch["txt_attn_masks"], batch["img_attn_masks"] = iais_layout_masks(txt_lens, nbbs)
-        else:
-            batch["attn_masks"] = compact_attn_masks(txt_lens, nbbs)
-            # the original passes the last text's length here instead of the padded length (fixed)
-            batch["gather_index"] = get_gather_index(txt_lens, nbbs, input_ids.size(1), batch["attn_masks"].size(1))
-        return batch
 
 
 def single_collate(inputs: Sequence[Any]) -> Any:

@@ -230,3 +230,31 @@ def test_check_learns_from_command_lines(tmp_path):
     worlds = {"real": tmp_path / "real", "shuffled": tmp_path / "shuffled"}
     check = check_learns(run, worlds, tmp_path / "runs", n_images=50)
     assert check.real == 490.0 and check.shuffled == 64.0
+
+
+def test_save_with_best_and_the_saved_files_check(tmp_path):
+    """save_with_best writes the checkpoint and a copy with the umask's mode; check_saved_files catches a 0600 copy
+    (what SelfAlign's mkstemp copy made), a missing file and a leftover temporary file."""
+    import os
+
+    from itr_common.checkpoint import save_with_best
+    from itr_common.testing import check_saved_files
+
+    state = {"w": torch.arange(4.0)}
+    written = []
+    path = save_with_best(state, True, tmp_path, save=lambda obj, p: written.append(save_atomic(obj, p)))
+    assert path == tmp_path / "checkpoint.pth.tar" and written == [path]
+    assert_same_tensors(state, load_checkpoint(tmp_path / "model_best.pth.tar"))
+    check_saved_files(tmp_path, ["checkpoint.pth.tar", "model_best.pth.tar"])
+
+    save_with_best({"w": torch.zeros(4)}, False, tmp_path)  # not the best: the copy stays the earlier one
+    assert_same_tensors(state, load_checkpoint(tmp_path / "model_best.pth.tar"))
+
+    os.chmod(tmp_path / "model_best.pth.tar", 0o600)
+    with pytest.raises(ConformanceError, match=r"model_best.pth.tar': '0o600'"):
+        check_saved_files(tmp_path, ["checkpoint.pth.tar", "model_best.pth.tar"])
+    with pytest.raises(ConformanceError, match="'last.pth.tar': 'missing'"):
+        check_saved_files(tmp_path, ["checkpoint.pth.tar", "last.pth.tar"])
+    (tmp_path / ".checkpoint.pth.tar.x.tmp").write_bytes(b"")
+    with pytest.raises(ConformanceError, match="no temporary files"):
+        check_saved_files(tmp_path, ["checkpoint.pth.tar"])

@@ -4,9 +4,7 @@ file modes following the umask, SIGTERM never silent (the conformance kit's chec
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,6 @@ import pytest
 import torch
 from dime_testlib import train_argv, train_command
 
-from itr_common.fileio import _umask
 from itr_common.testing import check_sigterm_message, check_usage_error
 
 
@@ -101,12 +98,9 @@ def test_unwritable_evaluation_output_is_refused_before_scoring(trained, tmp_pat
 
 
 def test_best_and_last_checkpoints_follow_the_umask(trained):
-    folder = trained["f30k_precomp/i2t"].parent
-    expected = 0o666 & ~_umask()
-    modes = {name: stat.S_IMODE(os.stat(folder / name).st_mode) for name in ("checkpoint.pth.tar",
-                                                                             "model_best.pth.tar")}
-    assert modes == {"checkpoint.pth.tar": expected, "model_best.pth.tar": expected}
-    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    from itr_common.testing import check_saved_files
+
+    check_saved_files(trained["f30k_precomp/i2t"].parent, ["checkpoint.pth.tar", "model_best.pth.tar"])
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from selfalign_testlib import PYTHON, VARIANT_DIRS, train_argv
 
 from itr_common.checkpoint import load_checkpoint, save_atomic
 from itr_common.errors import UserError
-from itr_common.testing import check_checkpoint_round_trip, check_resume_exact
+from itr_common.testing import check_checkpoint_round_trip, check_resume_exact, check_saved_files
 from itr_selfalign.checkpoints import ORIGINAL_KEYS, original_state_dict, read_checkpoint
 from itr_selfalign.models import load_model
 
@@ -27,6 +27,12 @@ def test_trainer_checkpoint_has_the_original_layout(trained, name):
     if name.endswith("1"):  # renormalised at every forward, then moved by the step: near unit rows
         protos = state["model"][2]["v_prototypes.weight"]
         assert protos.shape == (16, 32) and torch.allclose(protos.norm(dim=1), torch.ones(16), atol=0.05)
+
+
+def test_best_and_last_checkpoints_follow_the_umask(trained):
+    """model_best.pth.tar was copied through mkstemp, so it was 0600 where checkpoint.pth.tar followed the umask."""
+    for name in ("camera1", "vsrn1"):
+        check_saved_files(trained[name].parent, ["checkpoint.pth.tar", "model_best.pth.tar"])
 
 
 @pytest.mark.parametrize("name", ["camera1", "vsrn1"])

@@ -41,7 +41,7 @@ from torch import nn
 
 from itr_common.dist import DistInfo, all_reduce, quiesce
 from itr_common.errors import UserError, require_file
-from itr_common.fileio import atomic_open
+from itr_common.fileio import atomic_open, copy_file_atomic
 from itr_common.logging import get_logger
 
 _LOGGER = get_logger(__name__)
@@ -74,6 +74,18 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
     return Path(path)
+
+
+def save_with_best(state: Any, is_best: bool, folder: str | os.PathLike = "", *, name: str = "checkpoint.pth.tar",
+                   best_name: str = "model_best.pth.tar", save: Callable[[Any, Path], Any] = save_atomic) -> Path:
+    """The SCAN family's pair: ``folder/name`` written atomically by ``save`` (default :func:`save_atomic`) and,
+    when ``is_best``, copied atomically to ``folder/best_name`` with the umask's mode, as the first file (a
+    ``mkstemp`` copy would be 0600, unreadable to the rest of a shared group). Returns the first file's path."""
+    path = Path(folder) / name
+    save(state, path)
+    if is_best:
+        copy_file_atomic(path, Path(folder) / best_name)
+    return path
 
 
 def load_checkpoint(

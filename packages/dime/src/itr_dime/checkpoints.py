@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from itr_common.checkpoint import load_checkpoint, save_atomic
+from itr_common.checkpoint import load_checkpoint, save_atomic, save_with_best
 from itr_common.errors import fail
-from itr_common.fileio import atomic_open, copy_file_atomic
+from itr_common.fileio import atomic_open
 from itr_dime.model import DIME, build_bert
 from itr_dime.options import complete_options
 
@@ -41,16 +41,13 @@ def save_legacy_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 def save_checkpoint(state: dict[str, Any], is_best: bool, prefix: str | os.PathLike = "",
                     legacy: bool | None = None) -> Path:
-    """Write ``prefix/checkpoint.pth.tar`` atomically; when ``is_best`` copy it (atomically) to
-    ``prefix/model_best.pth.tar``. ``legacy``: PyTorch's pre-1.6 format (default: ``--legacy_save`` of the
-    state's ``opt``). Returns the checkpoint path."""
-    folder = Path(prefix)
+    """Write ``prefix/checkpoint.pth.tar`` atomically; when ``is_best`` copy it (atomically, umask mode) to
+    ``prefix/model_best.pth.tar`` (:func:`itr_common.checkpoint.save_with_best`). ``legacy``: PyTorch's pre-1.6
+    format (default: ``--legacy_save`` of the state's ``opt``). Returns the checkpoint path."""
     if legacy is None:
         legacy = bool(getattr(state.get("opt"), "legacy_save", False))
-    path = (save_legacy_atomic if legacy else save_atomic)(state, folder / CHECKPOINT_FILE)
-    if is_best:  # a copy with the umask's mode, as checkpoint.pth.tar (mkstemp's 0600 before)
-        copy_file_atomic(path, folder / BEST_FILE)
-    return path
+    return save_with_best(state, is_best, prefix, name=CHECKPOINT_FILE, best_name=BEST_FILE,
+                          save=save_legacy_atomic if legacy else save_atomic)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

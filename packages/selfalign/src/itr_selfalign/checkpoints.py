@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from itr_common.checkpoint import load_checkpoint, load_state_dict_mapped, save_atomic, strip_module_prefix
+from itr_common.checkpoint import load_checkpoint, load_state_dict_mapped, save_with_best, strip_module_prefix
 from itr_common.errors import fail
 from itr_selfalign.options import complete_options
 
@@ -40,19 +38,9 @@ IGNORED_KEYS = ("bert.embeddings.position_ids",)
 
 
 def save_checkpoint(state: dict[str, Any], is_best: bool, prefix: str | os.PathLike = "") -> Path:
-    """Write ``prefix/checkpoint.pth.tar`` atomically; when ``is_best`` copy it atomically to ``model_best.pth.tar``."""
-    folder = Path(prefix)
-    path = save_atomic(state, folder / CHECKPOINT_FILE)
-    if is_best:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{BEST_FILE}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, folder / BEST_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return path
+    """Write ``prefix/checkpoint.pth.tar`` atomically; when ``is_best`` copy it atomically, with the umask's mode,
+    to ``model_best.pth.tar`` (:func:`itr_common.checkpoint.save_with_best`)."""
+    return save_with_best(state, is_best, prefix, name=CHECKPOINT_FILE, best_name=BEST_FILE)
 
 
 def variant_of(opt: argparse.Namespace) -> str | None:

@@ -28,6 +28,7 @@ import io
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -293,6 +294,22 @@ def _wait_for(proc: subprocess.Popen, when: Callable[[], bool] | float, timeout:
         _require(proc.poll() is None, f"the command ended (status {proc.returncode}) before it could be signalled")
         _require(time.monotonic() < deadline, f"the kill condition did not happen within {timeout} s")
         time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------- saved files
+def check_saved_files(folder: str | os.PathLike, names: Sequence[str]) -> None:
+    """Each of ``names`` under ``folder`` exists with the mode a new file gets under this umask (a checkpoint copied
+    through ``mkstemp`` is 0600, unreadable to the rest of a shared group), and no ``*.tmp`` file of an atomic
+    write is left."""
+    from itr_common.fileio import _umask
+
+    root = Path(folder)
+    expected = 0o666 & ~_umask()
+    modes = {name: stat.S_IMODE((root / name).stat().st_mode) if (root / name).is_file() else None for name in names}
+    wrong = {name: (oct(mode) if mode is not None else "missing") for name, mode in modes.items() if mode != expected}
+    _require(not wrong, f"{root}: expected {list(names)} with mode {oct(expected)} (the umask's), found {wrong}")
+    leftovers = sorted(p.name for p in root.iterdir() if p.name.endswith(".tmp"))
+    _require(not leftovers, f"{root}: expected no temporary files of an atomic write, found {leftovers}")
 
 
 # --------------------------------------------------------------------------------- tensor compare
@@ -732,6 +749,7 @@ __all__ = [
     "check_console_script",
     "check_learns",
     "check_resume_exact",
+    "check_saved_files",
     "check_sigterm_message",
     "check_two_process_resume_exact",
     "check_usage_error",

@@ -112,3 +112,21 @@ def test_lightningdot_work_links_follow_the_current_data_root(tmp_path):
     (work / "data").mkdir()  # not ours: refused with one line
     with pytest.raises(UserError, match="lightningdot_work/data: expected a link"):
         realdata.link_lightningdot_work(out, first, root)
+
+
+def test_relative_roots_reach_the_evaluations_that_run_elsewhere(reproduce_out, tmp_path, monkeypatch):
+    """--data-root D --checkpoints C given relative to the shell's folder: every evaluation runs in another folder
+    (--out), so each got paths that named nothing there ('checkpoint not found' after the up-front check passed)."""
+    standin.build(reproduce_out, tmp_path / "standin")
+    calls = []
+
+    def fake_run(argv, cwd, **_):
+        calls.append((argv, Path(cwd)))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(realdata.subprocess, "run", fake_run)
+    assert realdata.run(Path("standin/data"), Path("standin/checkpoints"), tmp_path / "out", cli.repo_root(),
+                        sys.executable, ["dime", "selfalign", "aladin"]) == 0
+    paths = [arg for argv, _ in calls for arg in argv[1:] if "standin" in arg]
+    assert len(calls) == 4 and paths and all(Path(arg).is_absolute() and Path(arg).exists() for arg in paths)

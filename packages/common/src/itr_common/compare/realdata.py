@@ -169,6 +169,8 @@ def run(data_root: Path, checkpoints: Path, out: Path, root: Path, python: str,
     ``stdout``: where the commands and their output go (default: this process's standard output).
     """
     papers = papers or list(NEEDS)
+    # the evaluations run in other folders (``out``, LightningDOT's work folder): relative roots would name nothing
+    data_root, checkpoints = data_root.absolute(), checkpoints.absolute()
     missing = missing_files(data_root, checkpoints, papers)
     if missing:
         fail(f"--data-root/--checkpoints: {len(missing)} needed file(s) missing (layout: docs/real_data.md): "

@@ -35,15 +35,23 @@ class Comparison:
     paper: dict[str, list[float]] | None
 
     def lines(self, row: str) -> list[str]:
+        """The measured R@1/5/10 both ways and rsum, the paper's beside them; numbers the table does not hold
+        (no row for this dataset, or one direction only) show as '-', never as NaN."""
         measured = self.result
-        head = f"{row} | protocol {measured.protocol} ({DATASET_KEYS[measured.protocol]})"
+        dataset = DATASET_KEYS[measured.protocol]
+        paper = self.paper or {}
+        head = f"{row} | protocol {measured.protocol} ({dataset})"
+        if not paper:
+            head += f" | paper: no {dataset} row in {PAPER_TABLE}"
         out = [head, f"{'':8}{'R@1':>8}{'R@5':>8}{'R@10':>8}   |{'paper R@1':>10}{'R@5':>8}{'R@10':>8}"]
         for direction, values in (("i2t", measured.i2t), ("t2i", measured.t2i)):
-            paper = self.paper[direction] if self.paper else [float("nan")] * 3
-            out.append(f"{direction:8}{values[0]:8.1f}{values[1]:8.1f}{values[2]:8.1f}   |"
-                       f"{paper[0]:10.1f}{paper[1]:8.1f}{paper[2]:8.1f}")
-        paper_rsum = sum(self.paper["i2t"]) + sum(self.paper["t2i"]) if self.paper else float("nan")
-        out.append(f"{'rsum':8}{measured.rsum:24.1f}   |{paper_rsum:26.1f}")
+            theirs = paper.get(direction)
+            cells = [f"{v:{w}.1f}" for v, w in zip(theirs, (10, 8, 8), strict=True)] if theirs else \
+                [f"{'-':>{w}}" for w in (10, 8, 8)]
+            out.append(f"{direction:8}{values[0]:8.1f}{values[1]:8.1f}{values[2]:8.1f}   |{''.join(cells)}")
+        both = paper.get("i2t") and paper.get("t2i")
+        paper_rsum = f"{sum(paper['i2t']) + sum(paper['t2i']):26.1f}" if both else f"{'-':>26}"
+        out.append(f"{'rsum':8}{measured.rsum:24.1f}   |{paper_rsum}")
         return out
 
     def to_dict(self) -> dict[str, Any]:

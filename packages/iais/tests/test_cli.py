@@ -98,6 +98,8 @@ def test_config_values_typed_and_range_checked_before_any_work(world, tmp_path, 
     (["--n_workers", "-1"], ["--n_workers", "-1"]),
     (["--conf_th", "1.5"], ["--conf_th", "-1 or", "1.5"]),
     (["--min_bb", "50", "--max_bb", "20"], ["--min_bb", "--max_bb 20", "50"]),
+    # the released configs' 399 negatives on a smaller training set: refused up front, not at the first group
+    (["--negative_size", "399", "--hard_neg_size", "31"], ["negative_size", "at most 47", "pool of 48 images", "399"]),
 ])
 def test_bad_flags_exit_2_before_any_work(world, tmp_path, flags, needles):
     out = tmp_path / "o"

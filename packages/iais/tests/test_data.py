@@ -65,3 +65,21 @@ def test_validation_window_starts_with_the_ground_truth(world):
     window = ds.window(len(ds) - 1)
     assert window[0] == txt.txt2img[ds.ids[-1]] and len(set(window)) == 5
     assert ds[0]["img_feat"].shape[0] == 5
+
+
+def test_too_many_negatives_are_refused_when_the_dataset_is_built(dbs):
+    """Checked when the datasets are built (before the model and the output folder), not at the first group. The
+    text pool is this rank's shard, so with many processes it can be smaller than the image pool."""
+    from itr_common.errors import UserError
+
+    txt, img = dbs
+    with pytest.raises(UserError, match=r"negative_size: expected at most 47 \(.*pool of 48 images .*found 48"):
+        HardNegFromText(txt, img, 48)
+    HardNegFromText(txt, img, 47)
+    shard = HardNegFromImage(txt, img, 1, rank=0, world_size=8)  # 30 of the 240 texts
+    own = max(sum(t in shard.txt2img for t in txt.img2txts[i]) for i in set(shard.txt2img.values()))
+    limit = len(shard.txt_name_list) - own
+    with pytest.raises(UserError, match=rf"at most {limit} \(.*pool of {len(shard.txt_name_list)} texts"):
+        HardNegFromImage(txt, img, limit + 1, rank=0, world_size=8)
+    group = HardNegFromImage(txt, img, limit, rank=0, world_size=8)[0]
+    assert group["input_ids"].shape[0] == limit + 1

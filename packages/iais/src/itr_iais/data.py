@@ -26,6 +26,7 @@ uninterrupted run would have trained on. Call :meth:`set_epoch` before each pass
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,6 +151,14 @@ class HardNegatives(EpochSeeded, DetectFeatTxtTokDataset):
         self.neg_sample_size = neg_sample_size
         self.iais = iais
         self.seed = seed
+        available, pool = self.negatives_available()
+        if available < neg_sample_size:  # checked here, before any work, rather than at the first group drawn
+            fail(f"negative_size: expected at most {available} (negatives available in a pool of {pool} "
+                 f"{'images' if self.side == 't' else 'texts'} of {txt_db.db_dir}), found {neg_sample_size}")
+
+    def negatives_available(self) -> tuple[int, int]:
+        """(the fewest negatives any group of this dataset can draw, the size of the pool they come from)."""
+        raise NotImplementedError
 
     def group_masks(self, txt_lens: Sequence[int], nbbs: Sequence[int], padded_txt_len: int) -> Batch:
         """The group's attention masks: IAIS's layout (joint, text and image masks) or UNITER's compact one with
@@ -166,6 +175,9 @@ class HardNegFromText(HardNegatives):
     """One text with its image first and ``neg_sample_size`` random other images (B = 1 + negatives)."""
 
     side = "t"
+
+    def negatives_available(self) -> tuple[int, int]:
+        return len(self.img_name_list) - 1, len(self.img_name_list)
 
     def __getitem__(self, i: int) -> Batch:
         gt_txt_id = self.ids[i]
@@ -188,6 +200,11 @@ class HardNegFromImage(HardNegatives):
     """One image with one of its texts first and ``neg_sample_size`` texts that are not its own."""
 
     side = "i"
+
+    def negatives_available(self) -> tuple[int, int]:
+        # an image's own texts in this rank's pool are never its negatives
+        own = Counter(self.txt2img.values())
+        return len(self.txt_name_list) - max(own.values()), len(self.txt_name_list)
 
     def __getitem__(self, i: int) -> Batch:
         gt_txt_id = self.ids[i]

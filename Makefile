@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PYPROJS := $(wildcard packages/*/pyproject.toml)
 
-.PHONY: install test test-fast lint demo bench reproduce clean
+.PHONY: install test test-fast lint demo bench reproduce full-size clean
 
 install: $(STAMP)
 
@@ -37,5 +37,9 @@ bench: install
 reproduce: install
 	bash ci/reproduce.sh $(PY) $(REPRODUCE_ARGS)
 
+# every README training + real-data evaluation at the released model sizes (docs/real_data.md; ~8 GB RAM, ~10 GB disk)
+full-size: install
+	$(PY) benchmarks/full_size.py --out full_size_out $(FULL_SIZE_ARGS)
+
 clean:
-	rm -rf demo_out bench_out reproduce_out .pytest_cache
+	rm -rf demo_out bench_out reproduce_out full_size_out .pytest_cache

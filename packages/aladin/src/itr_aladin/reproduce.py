@@ -31,12 +31,13 @@ def load_paper_table() -> dict[str, Any]:
 
 
 def comparison_lines(head: str, protocol: str, result: Any, paper: dict[str, list[float]] | None) -> list[str]:
-    nan = [float("nan")] * 3
+    """Measured R@1/5/10 both ways beside the paper's; a number the table does not hold shows as '-' (not NaN)."""
     out = [f"ALADIN-{head} | {protocol}"]
     for direction, values in (("i2t", result.i2t), ("t2i", result.t2i)):
-        ref = (paper or {}).get(direction) or nan
+        ref = (paper or {}).get(direction)
+        theirs = " ".join(f"{v:6.1f}" for v in ref) if ref else " ".join(f"{'-':>6}" for _ in range(3))
         out.append(f"  {direction}  measured {values[0]:6.1f} {values[1]:6.1f} {values[2]:6.1f}   "
-                   f"paper (unverified) {ref[0]:6.1f} {ref[1]:6.1f} {ref[2]:6.1f}")
+                   f"paper (unverified) {theirs}")
     return out
 
 

@@ -4,7 +4,7 @@
 
 The row follows the checkpoint: CAMERA / VSRN (``--selfalign 0``) or CAMERA+SelfAlign / VSRN+SelfAlign.
 Flickr30K (``*f30k*`` data) is evaluated on ``test``; COCO on ``testall``, giving both the 5K result and the
-mean over its five 1K folds. Rows the paper table leaves null are printed as ``nan`` (unverified).
+mean over its five 1K folds. Numbers the paper table leaves null are printed as ``-`` (unverified).
 """
 
 from __future__ import annotations

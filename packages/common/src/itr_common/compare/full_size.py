@@ -16,7 +16,7 @@ at real shapes) is exercised before a user spends GPU hours:
 
 Each step's wall time and peak memory (``ru_maxrss`` of the command and its children, from ``os.wait4``) and the
 size of what it wrote go to ``<out>/report.{md,json}``. Large intermediate files (the second copy of a checkpoint,
-train states) are deleted after their size is recorded unless ``--keep``. About 8 minutes and 10 GB of disk on 2
+train states) are deleted after their size is recorded unless ``--keep``. About 7.5 minutes and 11 GB of disk on 2
 CPU cores; peak memory about 8 GB (DIME's training, batch 128).
 """
 
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="full_size.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="full_size_out", help="output folder (default full_size_out)")
     parser.add_argument("--papers", default=",".join(PAPERS), help=f"comma-separated, among {', '.join(PAPERS)}")
-    parser.add_argument("--keep", action="store_true", help="keep every file (about 25 GB instead of 10)")
+    parser.add_argument("--keep", action="store_true", help="keep every file (about 25 GB of disk instead of 11)")
     args = parser.parse_args(argv)
     papers = [p for p in args.papers.split(",") if p]
     if not papers or set(papers) - set(PAPERS):

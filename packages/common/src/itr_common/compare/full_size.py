@@ -33,7 +33,7 @@ from pathlib import Path
 
 from itr_common.compare import realdata, standin
 from itr_common.compare.cli import repo_root
-from itr_common.compare.plan import child_env
+from itr_common.compare.plan import child_env, replace_link
 from itr_common.errors import ArgumentParser, cli_entry, fail
 from itr_common.fileio import write_json_atomic
 
@@ -108,7 +108,7 @@ def lightningdot_work(out: Path, world: Path, uniter_base: Path, root: Path) -> 
     links.update({"data/img/flickr30k": world / "img_db/flickr30k", "data/model/uniter-base.pt": uniter_base,
                   "config": root / "packages/lightningdot/config"})
     for name, target in links.items():
-        _link(work / name, target)
+        replace_link(work / name, target)
     config = json.loads((root / "packages/lightningdot/config/pretrain-alldata-base.json").read_text())
     tasks = config["train_datasets"][0]  # coco_cap: itm, mlm, mrfr, mrckl
     config.update(
@@ -119,13 +119,6 @@ def lightningdot_work(out: Path, world: Path, uniter_base: Path, root: Path) -> 
                        "img": ["./data/img/flickr30k"], "tasks": tasks["tasks"]}])
     write_json_atomic(work / "pretrain-flickr.json", config)
     return work
-
-
-def _link(path: Path, target: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    path.symlink_to(target.resolve())
 
 
 def training_steps(out: Path, world: Path, backbones: dict[str, Path], root: Path, python: str,
@@ -208,12 +201,12 @@ def layout(out: Path, world: Path, root: Path, papers: list[str]) -> tuple[Path,
     (``itm_global_file`` is only read with a caption score weight)."""
     data, ck = out / "real_data/data", out / "real_data/checkpoints"
     for name, target in standin.DATA_LINKS.items():
-        _link(data / name, world / target)
+        replace_link(data / name, world / target)
     for name in ("bert-base-uncased", "bert-base-cased"):
-        _link(data / name, out / "backbones" / name)
+        replace_link(data / name, out / "backbones" / name)
     for name, target in TRAINED.items():
         if name.split("/")[0] in papers:
-            _link(ck / name, out / target)
+            replace_link(ck / name, out / target)
     if "lightningdot" in papers:
         config = json.loads((root / "packages/lightningdot/config/flickr30k_eval_config.json").read_text())
         write_json_atomic(ck / realdata.SIDECARS["lightningdot"][0], {**config, "itm_global_file": None})
@@ -235,7 +228,7 @@ def run_step(step: Step, logs: Path, env: dict[str, str], keep: bool) -> Measure
     with open(log, "w") as handle:
         proc = subprocess.Popen(step.argv, cwd=step.cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait for it again
     wall = time.monotonic() - start
     files = {}
     for path in [*step.writes, *step.drop]:
@@ -247,12 +240,15 @@ def run_step(step: Step, logs: Path, env: dict[str, str], keep: bool) -> Measure
                     str(log))
 
 
+def row_line(r: Measured) -> str:
+    """One report row, in Markdown."""
+    files = ", ".join(f"{k} {v}" for k, v in r.files.items())
+    return f"| {r.paper} | {r.name} | {r.exit_code} | {r.wall_s} | {r.peak_gb} | {files} |"
+
+
 def markdown(rows: list[Measured], title: str) -> str:
     lines = [f"# {title}", "", "| paper | command | exit | wall s | peak memory GB | files (GB) |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        files = ", ".join(f"{k} {v}" for k, v in r.files.items()) or ""
-        lines.append(f"| {r.paper} | {r.name} | {r.exit_code} | {r.wall_s} | {r.peak_gb} | {files} |")
+             "|---|---|---|---|---|---|", *map(row_line, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -284,13 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Measured] = []
     for step in training_steps(out, world, backbones, root, python, papers):
         rows.append(run_step(step, logs, env, args.keep))
-        print(markdown(rows[-1:], "").splitlines()[-1], flush=True)
+        print(row_line(rows[-1]), flush=True)
     failed = {r.paper for r in rows if r.exit_code}
     ready = [p for p in papers if p not in failed]  # every training step of the paper ended with status 0
     data, ck = layout(out, world, root, ready)
     for step in evaluation_steps(out, data, ck, python, ready):
         rows.append(run_step(step, logs, env, args.keep))
-        print(markdown(rows[-1:], "").splitlines()[-1], flush=True)
+        print(row_line(rows[-1]), flush=True)
     title = f"Full-size check ({os.cpu_count()} CPU cores, OMP_NUM_THREADS={env['OMP_NUM_THREADS']})"
     report = markdown(rows, title)
     (out / "report.md").write_text(report)

@@ -99,10 +99,12 @@ def world_feat_dim(world: Path) -> int:
     return int(world_config(world)["feat_dim"])
 
 
-def _link(path: Path, target: Path) -> None:
+def replace_link(path: Path, target: Path) -> None:
+    """``path`` (its folder made if needed) becomes a symlink to ``target`` resolved, replacing a link or file there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
         path.unlink()
-    path.symlink_to(target)
+    path.symlink_to(target.resolve())
 
 
 def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
@@ -119,7 +121,7 @@ def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
     if config.is_symlink() or config.is_file():
         config.unlink()
     config.mkdir(parents=True, exist_ok=True)
-    _link(work / "synthetic", world.resolve())
+    replace_link(work / "synthetic", world)
     vocab = json.loads((world / "bert" / "config.json").read_text())["vocab_size"]
     soft_labels = bool(world_config(world).get("img_db_soft_labels", True))
     scale = train_scale(world)
@@ -133,7 +135,7 @@ def uniter_workdir(out: Path, world: Path, pkg: Path) -> Path:
                 target.unlink()
             target.write_text(json.dumps(fitted, indent=2) + "\n")
         else:
-            _link(target, src.resolve())
+            replace_link(target, src)
     return work
 
 

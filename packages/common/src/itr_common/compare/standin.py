@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from itr_common.compare import realdata
+from itr_common.compare.plan import replace_link
 from itr_common.compare.table import load_result
 from itr_common.errors import UserError, fail
 
@@ -53,10 +54,7 @@ def _link(path: Path, target: Path) -> None:
     if not target.exists():
         fail(f"{target}: expected this file of the reproduce run (stand-in for {path.name}), found none; "
              "run make reproduce first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    path.symlink_to(target.resolve())
+    replace_link(path, target)
 
 
 def _lightningdot_sidecars(reproduce_out: Path, data: Path, ck: Path) -> None:

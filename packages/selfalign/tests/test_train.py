@@ -1,15 +1,17 @@
 """Training-loop details of the originals: the CAMERA+SelfAlign prototypes stay frozen (only renormalised) during
-epoch 0 and move afterwards, the VSRN variant's move from the first step; a resume must match --selfalign."""
+epoch 0 and move afterwards, the VSRN variant's move from the first step; a resume must match --selfalign; SIGTERM
+as the run starts exits 143 with a message."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-from selfalign_testlib import train_argv
+from selfalign_testlib import PYTHON, VARIANT_DIRS, train_argv
 
 import itr_selfalign.losses
 from itr_common.checkpoint import load_checkpoint
-from itr_common.testing import check_usage_error
+from itr_common.testing import check_sigterm_message, check_usage_error
 from itr_selfalign.models import build_model, read_vocab
 from itr_selfalign.options import parse_train_args
 from itr_selfalign.train import main_camera, run
@@ -58,3 +60,19 @@ def test_sum_violation_epochs_warm_up_both_variants(world, tmp_path, monkeypatch
                                                           "--batch_size", "48", "--sum_violation_epochs", "1")))
         half = len(seen) // 2
         assert half > 0 and seen == [False] * half + [True] * half, variant
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["camera", "vsrn"])
+def test_sigterm_as_the_run_starts_exits_143_with_a_message(world, tmp_path, variant):
+    """SIGTERM as soon as the run folder exists: status 143 and a line naming the signal, never a silent -15 or a
+    traceback; once the training loop is reached (where it usually lands) the line names the checkpoint it saved,
+    which exists, so ``--resume`` has something to continue from."""
+    run = tmp_path / "run"
+    command = [PYTHON, "train.py", *train_argv(variant, world, run, "--num_epochs", "1")]
+    outcome = check_sigterm_message(command, when=run.exists, cwd=VARIANT_DIRS[variant])
+    assert "Traceback" not in outcome.stderr
+    if "signal received: saving" in outcome.stderr:
+        assert (run / "checkpoint.pth.tar").is_file()
+    else:  # before the training loop
+        assert "terminated by SIGTERM" in outcome.stderr, outcome.stderr[-1000:]

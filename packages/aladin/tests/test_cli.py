@@ -16,6 +16,7 @@ from itr_aladin.train import main as run_train_py
 from itr_common.testing import (
     check_console_script,
     check_resume_exact,
+    check_saved_files,
     check_sigterm_message,
     check_usage_error,
     invoke,
@@ -314,3 +315,9 @@ def test_paper_table_rows_name_their_source():
     # the listed row's t2i rsum matches neither head's rsum in the repo's plot script: its head is unknown
     listed_t2i_rsum = round(sum(rows["ALADIN-matching"]["coco5k"]["t2i"]), 1)
     assert listed_t2i_rsum == 218.0 and listed_t2i_rsum not in doc["plot_t2i_rsum_5k"].values()
+
+
+def test_checkpoints_follow_the_umask_and_leave_no_temporary_files(trained):
+    """``checkpoint.pth.tar`` and ``model_best_rsum.pth.tar``: the mode of any new file under this umask, and no
+    ``.tmp`` of an atomic write left behind."""
+    check_saved_files(trained.parent, ["checkpoint.pth.tar", "model_best_rsum.pth.tar"])

@@ -17,6 +17,7 @@ from itr_common.checkpoint import load_checkpoint, save_atomic
 from itr_common.testing import (
     check_checkpoint_round_trip,
     check_console_script,
+    check_saved_files,
     check_usage_error,
     edit_checkpoint,
     tree_listing,
@@ -144,3 +145,12 @@ def test_a_training_state_given_as_checkpoint_is_one_line(trained_run: Path, wor
     out = tmp_path / "out"
     check_usage_error(main, _inf_argv(world, trained_run / "ckpt" / "train_state_4.pt", out), "train_state_4.pt",
                       "expected a state dict of tensors", untouched=[out])
+
+
+def test_checkpoints_follow_the_umask_and_leave_no_temporary_files(trained_run):
+    """Every file the training writes is readable as any new file under this umask (none through a 0600
+    ``mkstemp`` copy) and no atomic write leaves its ``.tmp`` behind."""
+    check_saved_files(trained_run / "ckpt", ["model_step_2.pt", "train_state_2.pt", "model_step_4.pt",
+                                             "train_state_4.pt", "model_step_4_final.pt"])
+    check_saved_files(trained_run / "results_test", ["scores.json", "retrieval_result.json"])
+    check_saved_files(trained_run / "log", ["hps.json", "model.json", "log.txt"])

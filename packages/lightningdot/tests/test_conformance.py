@@ -13,6 +13,7 @@ from itr_common.testing import (
     check_checkpoint_round_trip,
     check_console_script,
     check_resume_exact,
+    check_saved_files,
     check_sigterm_message,
     check_usage_error,
     python_module,
@@ -94,3 +95,10 @@ def test_sigterm_during_training_saves_and_says_so(world: Path, tmp_path: Path):
     outcome = check_sigterm_message(command, when=lambda: (run / "log.txt").is_file()
                                     and "Running training" in (run / "log.txt").read_text())
     assert (run / "train_state.pt").is_file() and "signal 15" in outcome.stderr
+
+
+def test_checkpoints_follow_the_umask_and_leave_no_temporary_files(trained_run):
+    """The best and last bi-encoders, the resume state and the results: the mode of any new file under this umask,
+    and no ``.tmp`` of an atomic write left behind."""
+    check_saved_files(trained_run, ["biencoder.best.pt", "biencoder.last.pt", "train_state.pt", "hps.json",
+                                    "retrieval_result_test.json"])

@@ -258,3 +258,21 @@ def test_save_with_best_and_the_saved_files_check(tmp_path):
     (tmp_path / ".checkpoint.pth.tar.x.tmp").write_bytes(b"")
     with pytest.raises(ConformanceError, match="no temporary files"):
         check_saved_files(tmp_path, ["checkpoint.pth.tar"])
+
+
+PAPER_PACKAGES = ("dime", "iais", "selfalign", "lightningdot", "aladin")
+
+
+@pytest.mark.parametrize("package", PAPER_PACKAGES)
+def test_every_paper_package_runs_every_check_of_the_kit(package):
+    """What every package must prove the same way is proved by each: its tests call every ``check_*`` of the kit
+    (learns, kill + resume in one and two processes, checkpoint keys, saved files, bad input, SIGTERM, scripts)."""
+    from itr_common.testing import conformance
+
+    tests = Path(__file__).resolve().parents[2] / package / "tests"
+    if not tests.is_dir():
+        pytest.skip(f"{package} is not in this checkout")
+    source = "\n".join(p.read_text(encoding="utf-8") for p in sorted(tests.glob("*.py")))
+    checks = [name for name in conformance.__all__ if name.startswith("check_")]
+    missing = [name for name in checks if not re.search(rf"\b{name}\(", source)]
+    assert not missing, f"{package}/tests never calls {missing}"

@@ -48,16 +48,15 @@ from itr_common.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
-    rng_preserved,
     save_atomic,
 )
-from itr_common.dist import DistInfo, barrier, broadcast_object, init_distributed, shutdown_after, wrap_model
+from itr_common.dist import DistInfo, init_distributed, shutdown_after, wrap_model
 from itr_common.errors import UserError, cli_entry, fail, require_file
 from itr_common.logging import AverageMeter, LogCollector, TensorBoardLogger, setup_logging
 from itr_common.metrics import RetrievalResult
 from itr_common.rank_state import load_rank_state, save_rank_state
 from itr_common.text import load_bert_tokenizer
-from itr_common.training import DEFERRED_SIGNALS, signals_deferred
+from itr_common.training import DEFERRED_SIGNALS, signals_deferred, validate_on_main_then_save
 from itr_common.validation import require_writable
 
 logger = logging.getLogger("itr_aladin.train")
@@ -300,20 +299,15 @@ class Trainer:
         return rsum
 
     def validate_and_save(self) -> None:
-        """Rank 0 validates (RNG-neutral) while the others wait; then every rank saves its part of the checkpoint.
-
-        Called with signals deferred on every rank (the barriers open and close it); a signal received meanwhile
-        stops the ranks at the ``signal_guard.at_boundary()`` after it, at this update."""
-        barrier()
-        is_best = False
-        if self.dist.is_main:
+        """Validation on rank 0, then every rank saves (:func:`itr_common.training.validate_on_main_then_save`)."""
+        def validate() -> bool:
             logger.info("validation at epoch %d, batch %d (iteration %d)", *self.position, self.model.Eiters)
-            with rng_preserved():
-                rsum = self.validate()
+            rsum = self.validate()
             is_best = rsum > self.best_rsum
             self.best_rsum = max(rsum, self.best_rsum)
-        self.save(bool(broadcast_object(is_best)))
-        barrier()
+            return is_best
+
+        validate_on_main_then_save(self.dist, validate, self.save)
 
     def fit(self) -> TrainResult:
         with SaveOnSignal(self.save_on_signal, DEFERRED_SIGNALS, info=self.dist) as self.signal_guard:

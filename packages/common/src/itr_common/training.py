@@ -2,7 +2,8 @@
 :class:`ScanTrainer`, the mechanics both trainers share (resume, save, save on a signal, the epoch loop,
 dev validation and best-model bookkeeping). Under torchrun every rank saves and resumes its own RNG streams
 (:mod:`itr_common.rank_state`: ``checkpoint.rankR.pth.tar`` beside rank 0's ``checkpoint.pth.tar``), and a signal stops
-every rank at the same update (:class:`~itr_common.checkpoint.SaveOnSignal` with ``info``)."""
+every rank at the same update (:class:`~itr_common.checkpoint.SaveOnSignal` with ``info``).
+:func:`validate_on_main_then_save` also serves ALADIN's trainer."""
 
 from __future__ import annotations
 
@@ -55,6 +56,23 @@ def signals_deferred(signals: Sequence[int] = DEFERRED_SIGNALS) -> Iterator[None
             signal.signal(sig, handler)
     if received:
         signal.raise_signal(received[0])
+
+
+def validate_on_main_then_save(dist: DistInfo, validate: Callable[[], bool], save: Callable[[bool], Any]) -> None:
+    """Rank 0 runs ``validate()`` (RNG-neutral) while the other ranks wait; it records the score and returns
+    whether it is the best so far. Then every rank calls ``save(is_best)`` for its part of the checkpoint, with
+    rank 0's ``is_best`` broadcast to all.
+
+    Called with signals deferred on every rank (the barriers open and close it): a signal received meanwhile
+    stops the ranks at the ``SaveOnSignal.at_boundary()`` after it, at this update.
+    """
+    barrier()
+    is_best = False
+    if dist.is_main:
+        with rng_preserved():
+            is_best = validate()
+    save(bool(broadcast_object(is_best)))
+    barrier()
 
 
 def add_sum_violation_flag(parser: argparse.ArgumentParser) -> None:
@@ -268,21 +286,15 @@ class ScanTrainer:
         return score, r1
 
     def validate_and_save(self) -> None:
-        """Rank 0 validates (RNG-neutral) while the others wait; then every rank saves its part of the checkpoint.
-
-        Called with signals deferred on every rank (the barriers open and close it); a signal received meanwhile
-        stops the ranks at the ``signal_guard.at_boundary()`` after it, at this update."""
-        barrier()
-        is_best = False
-        if self.dist.is_main:
+        """Dev validation on rank 0, then every rank saves (:func:`validate_on_main_then_save`)."""
+        def validate() -> bool:
             self.log.info("validation at epoch %d, batch %d (iteration %d)", *self.position, self.eiters)
-            with rng_preserved():
-                rsum, r1 = self.validate()
+            rsum, r1 = self.validate()
             is_best = rsum > self.best_rsum
-            self.best_rsum = max(rsum, self.best_rsum)
-            self.best_r1 = max(r1, self.best_r1)
-        self.save(bool(broadcast_object(is_best)))
-        barrier()
+            self.best_rsum, self.best_r1 = max(rsum, self.best_rsum), max(r1, self.best_r1)
+            return is_best
+
+        validate_on_main_then_save(self.dist, validate, self.save)
 
     def fit(self) -> TrainResult:
         opt = self.opt
@@ -311,4 +323,4 @@ class ScanTrainer:
 
 
 __all__ = ["DEFERRED_SIGNALS", "ScanTrainer", "TrainResult", "add_sum_violation_flag", "format_options",
-           "signals_deferred", "step_decay_lr"]
+           "signals_deferred", "step_decay_lr", "validate_on_main_then_save"]

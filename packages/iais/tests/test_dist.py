@@ -72,19 +72,21 @@ def test_torchrun_two_processes_train_and_evaluate(world, tmp_path):
 
 @pytest.mark.dist
 @pytest.mark.slow
-@pytest.mark.parametrize("steps, valid_steps, kill_on_output, resumed_at", [
+@pytest.mark.parametrize("steps, valid_steps, kill, resumed_at", [
     # while rank 0 validates at update 6 (rank 1 waits in the validation's gathers)
-    (12, 6, r"validation at update 6", "6"),
+    (12, 6, {"kill_on_output": r"validation at update 6"}, "6"),
     # between validations, while both ranks step: the progress bar of rank 0 (printed every 0.1 s, a few updates
     # apart) anywhere in updates 10-59 of 200; the ranks agree at the next update boundary, before the validation
     # at 100
-    (200, 100, r"\| [1-5]\d/200 \[", "([1-9]|[1-9][0-9])"),
-], ids=["validating", "between-validations"])
-def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path, steps, valid_steps, kill_on_output,
-                                                       resumed_at):
-    """Two gloo processes (dropout 0.1), SIGTERMed during a validation or between two, resumed with two: each rank
-    restores its own RNG streams and group-stream positions (``train_state_N.rank1.pt``), so the final weights are
-    those of the run left alone, bit for bit."""
+    (200, 100, {"kill_on_output": r"\| [1-5]\d/200 \["}, "([1-9]|[1-9][0-9])"),
+    # after the last update (12, no validation saved it): its train state is saved before the final validation,
+    # during which the signal lands; the ranks agree after it and save again; the resumed run only evaluates
+    (12, 100, {"kill_when": "ckpt/train_state_12.rank1.pt"}, "12"),
+], ids=["validating", "between-validations", "final-validation"])
+def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path, steps, valid_steps, kill, resumed_at):
+    """Two gloo processes (dropout 0.1), SIGTERMed during a validation, between two, or during the final one,
+    resumed with two: each rank restores its own RNG streams and group-stream positions (``train_state_N.rank1.pt``),
+    so the final weights are those of the run left alone, bit for bit."""
     from itr_common.testing import check_two_process_resume_exact
 
     flags = ("--num_train_steps", str(steps), "--valid_steps", str(valid_steps), "--train_batch_size", "2",
@@ -95,9 +97,11 @@ def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path, steps, v
                 *(["--resume"] if resume else [])]
 
     check = check_two_process_resume_exact(
-        command, tmp_path, final=f"ckpt/model_step_{steps}_final.pt", kill_on_output=kill_on_output,
+        command, tmp_path, final=f"ckpt/model_step_{steps}_final.pt", **kill,
         rank_files="ckpt/train_state_*.rank1.pt", resume_evidence=rf"resumed from .* at update {resumed_at}\n",
         cwd=PACKAGE_DIR)
+    if "kill_when" in kill:  # the ranks stopped together after the final validation, before the test evaluation
+        assert "eval test" not in (tmp_path / "killed.log").read_text(errors="replace")
 
     # without rank 1's file the resume is refused on both ranks in one line (it restarted rank 1's RNG and data before)
     from itr_common.testing import run_command, subprocess_env, torchrun_command

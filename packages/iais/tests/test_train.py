@@ -81,6 +81,33 @@ def test_resume_continues_from_the_last_train_state(trained_run: Path, world: Pa
     assert json.loads((out / "ckpt" / "..").joinpath("log", "hps.json").read_text())["resume"] is True
 
 
+def test_the_last_update_is_saved_before_the_final_evaluations(world: Path, tmp_path: Path):
+    """5 updates with validations at 2 and 4: update 5's train state is written before the final validation and
+    test evaluation, so a run killed during them (torchrun SIGKILLs after its grace period) resumes with the
+    evaluations only: the same final weights and the same test scores, no update trained again."""
+    from itr_iais.train_itm_hard_negatives import main
+
+    flags = ("--num_train_steps", "5", "--valid_steps", "2", "--train_batch_size", "1", "--warmup_steps", "1")
+    full = tmp_path / "full"
+    assert main(train_argv(world, full, *flags)) == 0
+    ckpt = full / "ckpt"
+    assert sorted(p.name for p in ckpt.glob("train_state_*.pt")) == [
+        "train_state_2.pt", "train_state_4.pt", "train_state_5.pt"]
+    killed = tmp_path / "killed"  # what a kill during the final evaluations leaves
+    (killed / "ckpt").mkdir(parents=True)
+    for name in ("model_step_5.pt", "train_state_5.pt"):
+        (killed / "ckpt" / name).write_bytes((ckpt / name).read_bytes())
+    assert main(train_argv(world, killed, *flags, "--resume")) == 0
+    log = (killed / "log" / "log.txt").read_text()
+    assert "at update 5" in log and "Running training" in log
+    assert sorted(p.name for p in (killed / "ckpt").iterdir()) == [
+        "model_step_5.pt", "model_step_5_final.pt", "train_state_5.pt"]  # nothing trained, nothing saved again
+    final, resumed = (load_checkpoint(run / "ckpt" / "model_step_5_final.pt") for run in (full, killed))
+    assert all(torch.equal(final[k], resumed[k]) for k in final)
+    scores = [json.loads((run / "results_test" / "scores.json").read_text()) for run in (full, killed)]
+    assert scores[0] == scores[1]
+
+
 @pytest.mark.slow
 def test_kill_and_resume_ends_with_the_same_weights(world: Path, tmp_path: Path):
     """Issue 9: ``train_itm_hard_negatives.py`` killed by SIGTERM (while gradients are being accumulated,

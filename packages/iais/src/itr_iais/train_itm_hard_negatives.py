@@ -15,8 +15,9 @@ events, ``{output_dir}/ckpt/model_step_{N}.pt`` (plain state dict, original keys
 ``train_state_{N}.pt`` (step, optimizer, AMP scaler, RNG, data positions) for ``--resume``, with N processes
 each rank R > 0's own RNG and data positions in ``train_state_{N}.rank{R}.pt`` (``itr_common.rank_state``: a
 resume with another process count or a missing rank file is refused in one line; a SIGINT/SIGTERM to any rank
-stops every rank at the same update, where they agree on it: ``SaveOnSignal.at_boundary``); at the end
-``model_step_{N}_final.pt`` and the test evaluation in ``results_test/``.
+stops every rank at the same update, where they agree on it: ``SaveOnSignal.at_boundary``); at the end the last
+update's train state (when no validation saved it), the final validation, ``model_step_{N}_final.pt`` and the test
+evaluation in ``results_test/`` (a kill during these evaluations loses no update: ``--resume`` runs them again).
 """
 
 from __future__ import annotations
@@ -291,6 +292,7 @@ class Trainer:
         self.iais_logs: dict[str, float] = {}
         self.boundary: dict[str, Any] = {}
         self.on_saved: Callable[[], None] = lambda: None
+        self.saved_step: int | None = None  # the update of the newest train_state_{N}.pt (written or resumed)
         if opts.resume:
             self.resume()
         self.mark_boundary()
@@ -334,6 +336,7 @@ class Trainer:
             save_rank_state(self.ckpt_dir / f"train_state_{tag}.pt", self.info,
                             {"step": int(self.state.global_step), **self.boundary},
                             lambda: {"optimizer": self.optimizer.state_dict(), "amp": self.amp.state_dict()})
+            self.saved_step = int(self.state.global_step)
         if self.is_main:
             self.on_saved()
 
@@ -363,6 +366,7 @@ class Trainer:
         self.running_loss._val, self.ranking_loss._val = meters.get("loss"), meters.get("rank_loss")
         self.state.global_step = int(state["step"])
         self.state.step = self.state.global_step * self.opts.train_batch_size
+        self.saved_step = self.state.global_step
         LOGGER.info("resumed from %s at update %d", self.ckpt_dir, self.state.global_step)
 
     # -- one iteration ------------------------------------------------------------------------
@@ -490,8 +494,13 @@ class Trainer:
                     if st.global_step >= opts.num_train_steps:
                         break
             bar.close()
+            if self.saved_step != st.global_step:
+                # the last update is saved before the final evaluations: a kill from here on (torchrun's SIGKILL
+                # after its grace period included) loses no update, and --resume runs only the evaluations again
+                self.save(st.global_step)
             log = self.validate()
             self.tb.log_dict(log, st.global_step)
+            guard.at_boundary()  # torchrun: a signal during the final validation stops every rank here
             self.save(f"{st.global_step}_final", with_train_state=False)
             test_log, result = self.evaluate(self.test_txt_db, self.test_img_db, "test")
             self.tb.log_dict({f"eval/test_{k}": v for k, v in test_log.items()}, st.global_step)

@@ -30,20 +30,20 @@ def test_torchrun_two_processes(world, tmp_path):
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path):
-    """DIME (dropout in its BERT caption encoder) under torchrun, SIGTERMed in the middle of epoch 1 (after its 4th
-    step, while the ranks step) and resumed with 2 processes: the ranks agree at a step boundary and both save it,
-    rank 1 its own RNG streams and position (``checkpoint.rank1.pth.tar``), so the weights, optimizer and counters
-    end as the run left alone, bit for bit."""
+    """DIME (dropout in its BERT caption encoder) under torchrun, SIGTERMed in the middle of its epoch (after its
+    4th step, while the ranks step; SelfAlign's test crosses an epoch of the same ScanTrainer) and resumed with 2
+    processes: the ranks agree at a step boundary and both save it, rank 1 its own RNG streams and position
+    (``checkpoint.rank1.pth.tar``), so the weights, optimizer and counters end as the run left alone, bit for bit."""
     from itr_common.testing import check_two_process_resume_exact
 
-    flags = ("--num_epochs", "2", "--batch_size", "8", "--val_step", "1000", "--log_step", "1", "--device", "cpu")
+    flags = ("--num_epochs", "1", "--batch_size", "8", "--val_step", "1000", "--log_step", "1", "--device", "cpu")
 
     def command(run, resume):
         extra = ["--resume", str(run / "checkpoint.pth.tar")] if resume else []
         return [PYTHON, str(PACKAGE_DIR / "train.py"), *train_argv(world, run, "f30k_precomp", None, *flags, *extra)]
 
     check_two_process_resume_exact(
-        command, tmp_path, final="checkpoint.pth.tar", kill_on_output=r"Epoch: \[1\]\[3/15\]",
+        command, tmp_path, final="checkpoint.pth.tar", kill_on_output=r"Epoch: \[0\]\[3/15\]",
         rank_files="checkpoint.rank1.pth.tar", cwd=tmp_path,
-        resume_evidence=r"=> loaded checkpoint .*\(epoch 1, batch ([4-9]|1[0-4]),",  # mid-epoch
+        resume_evidence=r"=> loaded checkpoint .*\(epoch 0, batch ([4-9]|1[0-4]),",  # mid-epoch
         select=lambda state: (state["model"], state["optimizer"], state["Eiters"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -136,6 +137,19 @@ def test_sigterm_during_startup_says_so_and_leaves_nothing(world: Path, tmp_path
         assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.rglob("*"))
     else:  # the training loop was reached: it saved a checkpoint to --resume from
         assert list((out / "ckpt").glob("train_state_*.pt"))
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_saves_and_says_so(world: Path, tmp_path: Path):
+    """SIGTERM in the training loop (after the checkpoint at update 2): the update boundary is saved and one line
+    names the signal, the file and --resume (the save used to be silent: status 143 and nothing said)."""
+    out = tmp_path / "killed"
+    command = train_command(world, out, "--num_train_steps", "100000", "--valid_steps", "2")
+    outcome = check_sigterm_message(command, when=(out / "ckpt" / "train_state_2.pt").exists)
+    line = next(x for x in outcome.stderr.splitlines() if "SIGTERM received: saved" in x)
+    step = int(re.search(r"at update (\d+)", line).group(1))
+    assert f"train_state_{step}.pt" in line and "continue with --resume" in line
+    assert (out / "ckpt" / f"train_state_{step}.pt").is_file()
 
 
 def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(world: Path, tmp_path: Path, monkeypatch):

@@ -165,7 +165,7 @@ def test_torchrun_two_gloo_processes(tmp_path):
         assert rec["all_gather_object"] == ["rank0", "rank1"]
 
 
-def test_save_on_signal_with_several_processes_only_records_until_the_ranks_agree(clean_env):
+def test_save_on_signal_with_several_processes_only_records_until_the_ranks_agree(clean_env, capsys):
     """world_size > 1: the handler records the signal, nothing is saved until at_boundary() (a collective; here no
     process group, so this rank's flag alone), which saves once and exits 128 + signal; one process: no-op."""
     import signal
@@ -175,7 +175,7 @@ def test_save_on_signal_with_several_processes_only_records_until_the_ranks_agre
     saves: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     info = dist.DistInfo(0, 2, 0, torch.device("cpu"), "gloo")
-    with SaveOnSignal(lambda: saves.append(1), info=info) as guard:
+    with SaveOnSignal(lambda: saves.append(1) or "state.pt at update 3", info=info) as guard:
         guard.at_boundary()  # no signal yet: goes on
         assert guard.stop_requested() == 0
         signal.raise_signal(signal.SIGTERM)
@@ -184,6 +184,8 @@ def test_save_on_signal_with_several_processes_only_records_until_the_ranks_agre
         with pytest.raises(SystemExit) as stop:
             guard.at_boundary()
     assert stop.value.code == 143 and saves == [1]
+    assert capsys.readouterr().err.endswith("SIGTERM received: saved state.pt at update 3 (rank 0); "
+                                            "continue with --resume\n")
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # exiting: torchrun's SIGTERM must not kill it
     for sig, handler in previous.items():
         signal.signal(sig, handler)

@@ -85,14 +85,25 @@ def test_resume_check_catches_a_resume_that_forgets_the_rng(tmp_path):
         check_resume_exact(command, tmp_path, final="final.pt", kill_when="last.pt", resume_evidence="resumed")
 
 
+def test_resume_check_catches_a_save_on_signal_that_says_nothing(tmp_path):
+    """Status 143 and an exact resume are not enough: the killed run must say what it saved, in the words every
+    trainer shares (SaveOnSignal.announce)."""
+    def command(run: Path, resume: bool) -> list[str]:
+        return [*TOY_CMD, "--out", str(run), "--steps", "400", "--step_sleep", "0.004", "--silent_save",
+                *(["--resume"] * resume)]
+
+    with pytest.raises(ConformanceError, match="killed run: expected .SIGTERM received: saved <file> .... on stderr"):
+        check_resume_exact(command, tmp_path, final="final.pt", kill_when="last.pt", resume_evidence="resumed")
+
+
 def _toy_dist(run: Path, resume: bool, *extra: str, always: tuple[str, ...] = ()) -> list[str]:
     return [*TOY_DIST_CMD, "--out", str(run), "--steps", "30", *always, *(["--resume", *extra] if resume else [])]
 
 
 def _signal_saves(log: Path) -> dict[int, int]:
     """``{rank: step}`` each rank saved on the signal, from the killed run's log."""
-    found = re.findall(r"rank (\d+) saved step (\d+) on a signal", log.read_text())
-    return {int(rank): int(step) for rank, step in found}
+    found = re.findall(r"SIGTERM received: saved \S+ at step (\d+) \(rank (\d+)\)", log.read_text())
+    return {int(rank): int(step) for step, rank in found}
 
 
 @pytest.mark.slow

@@ -64,9 +64,9 @@ def run(argv: Sequence[str] | None = None) -> None:
         save_rank_state(out / "last.pt", info, dict(boundary),
                         lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
 
-    def save_on_signal() -> None:
+    def save_on_signal() -> str:
         save()
-        print(f"rank {info.rank} saved step {boundary['step']} on a signal", file=sys.stderr, flush=True)
+        return f"{out / 'last.pt'} at step {boundary['step']}"
 
     with SaveOnSignal(save_on_signal, info=info) as guard:
         while step < args.steps:

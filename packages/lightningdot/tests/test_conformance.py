@@ -94,7 +94,9 @@ def test_sigterm_during_training_saves_and_says_so(world: Path, tmp_path: Path):
                *train_argv(world, run, "--num_train_epochs", "50", "--valid_steps", "1000")]
     outcome = check_sigterm_message(command, when=lambda: (run / "log.txt").is_file()
                                     and "Running training" in (run / "log.txt").read_text())
-    assert (run / "train_state.pt").is_file() and "signal 15" in outcome.stderr
+    line = next(x for x in outcome.stderr.splitlines() if "SIGTERM received: saved" in x)
+    assert (run / "train_state.pt").is_file() and f"{run / 'train_state.pt'} at epoch " in line
+    assert line.endswith("; continue with --resume")
 
 
 def test_checkpoints_follow_the_umask_and_leave_no_temporary_files(trained_run):

@@ -42,7 +42,7 @@ def test_token_buckets_respect_the_token_budget():
     assert all(max(lens[i] for i in b) * len(b) <= 200 or len(b) == 1 for b in batches)
 
 
-def test_pretrain_writes_the_released_layout_and_resumes_exactly(world: Path, tmp_path: Path, monkeypatch):
+def test_pretrain_writes_the_released_layout_and_resumes_exactly(world: Path, tmp_path: Path, monkeypatch, capsys):
     import itr_lightningdot.pretrain as pre
     from itr_lightningdot.checkpoints import load_biencoder_checkpoint
     from itr_lightningdot.model import build_biencoder
@@ -86,10 +86,13 @@ def test_pretrain_writes_the_released_layout_and_resumes_exactly(world: Path, tm
         return real_lr(step, args)
 
     monkeypatch.setattr(pre, "lr_at", sigterm)
+    capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
         pre.run(pre.parse_args(pretrain_argv(world, signalled, *quick)))
     monkeypatch.setattr(pre, "lr_at", real_lr)
     assert stop.value.code == 143 and pre.latest_state(signalled / "ckpt")[0] == 11
+    assert (f"SIGTERM received: saved {signalled / 'ckpt' / 'train_state_11.pt'} at step 11; run again with this "
+            "output_dir to continue") in capsys.readouterr().err
     assert pre.main(pretrain_argv(world, signalled, *quick)) == 0
     resumed = load_checkpoint(signalled / "ckpt" / "model_step_12.pt")
     for key, value in state.items():

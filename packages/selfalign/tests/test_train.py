@@ -72,7 +72,7 @@ def test_sigterm_as_the_run_starts_exits_143_with_a_message(world, tmp_path, var
     command = [PYTHON, "train.py", *train_argv(variant, world, run, "--num_epochs", "1")]
     outcome = check_sigterm_message(command, when=run.exists, cwd=VARIANT_DIRS[variant])
     assert "Traceback" not in outcome.stderr
-    if "signal received: saving" in outcome.stderr:
+    if "SIGTERM received: saved" in outcome.stderr:
         assert (run / "checkpoint.pth.tar").is_file()
     else:  # before the training loop
         assert "terminated by SIGTERM" in outcome.stderr, outcome.stderr[-1000:]

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -270,13 +268,11 @@ class Trainer:
         if eiters % args.val_step == 0:
             self.validate_and_save()
 
-    def save_on_signal(self) -> None:
+    def save_on_signal(self) -> str:
         """SaveOnSignal's callback at a step boundary (one process: from the handler, steps run with the signals
         deferred; torchrun: from ``at_boundary()``, on every rank at the same update)."""
         self.save(is_best=False)
-        name = signal.Signals(self.signal_guard.received).name if self.signal_guard.received else "signal"
-        print(f"{name} received: saved {Path(self.args.logger_name) / CHECKPOINT_FILE} at epoch "
-              f"{self.position[0]}, batch {self.position[1]}; continue with --resume", file=sys.stderr)
+        return f"{Path(self.args.logger_name) / CHECKPOINT_FILE} at epoch {self.position[0]}, batch {self.position[1]}"
 
     def validate(self) -> float:
         """The original's selection sum: matching rsum (+ alignment rsum when the loss-type trains it)."""

@@ -27,6 +27,7 @@ import pickle
 import random
 import re
 import signal
+import sys
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -384,6 +385,11 @@ def load_state_dict_mapped(
 
 
 # ------------------------------------------------------------------------------------------- signals
+SIGNAL_SAVED = "received: saved"
+"""What every save on a signal prints after the signal's name (:meth:`SaveOnSignal.announce`); the conformance
+kit's kill + resume checks look for it."""
+
+
 class SaveOnSignal:
     """Within ``with SaveOnSignal(save_fn, info=...) as guard:``, SIGINT/SIGTERM save once at an update boundary,
     then exit ``SystemExit(128 + signal)``: 130 for SIGINT, 143 for SIGTERM.
@@ -401,14 +407,21 @@ class SaveOnSignal:
       call, only when ``world_size > 1``. A signal received after the run's last :meth:`at_boundary` is ignored:
       the run ends as usual.
 
+    After saving, every trainer says so in the same words, one line on stderr (:meth:`announce`):
+    ``SIGTERM received: saved <what save_fn returned> (rank R); <hint>`` (the rank only with several processes;
+    ``hint`` tells how to continue, by default ``continue with --resume``). ``save_fn`` returns what it saved and
+    where the run stood, e.g. ``"runs/x/checkpoint.pth.tar at epoch 2, batch 5"``.
+
     Signals arriving while saving are ignored. The previous handlers come back when the block ends (after a stop
     by :meth:`at_boundary`, signals stay ignored while the process exits). Outside the main thread (where Python
     cannot install handlers) the block runs without them.
     """
 
-    def __init__(self, save_fn: Callable[[], Any], signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
-                 info: DistInfo | None = None) -> None:
+    def __init__(self, save_fn: Callable[[], str | None], signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+                 info: DistInfo | None = None, hint: str = "continue with --resume") -> None:
         self.save_fn = save_fn
+        self.hint = hint
+        self.rank = info.rank if info is not None else 0
         self.signals = tuple(signals)
         self.received: int | None = None
         self.agreed = info is not None and info.world_size > 1
@@ -422,8 +435,19 @@ class SaveOnSignal:
         self.received = signum
         if self.agreed:
             return  # at_boundary() acts on it, on every rank at once
-        self.save_fn()
+        self.announce(signum, self.save_fn())
         raise SystemExit(128 + signum)
+
+    def announce(self, signum: int, saved: str | None) -> str:
+        """Print (stderr, flushed) and return the line saying what the signal saved and how to continue."""
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        rank = f" (rank {self.rank})" if self.agreed else ""
+        line = f"{name} {SIGNAL_SAVED} {saved or 'the run'}{rank}; {self.hint}"
+        print(line, file=sys.stderr, flush=True)
+        return line
 
     def stop_requested(self) -> int:
         """The signal to stop for at this boundary (0: none). With several processes a collective: the largest
@@ -444,7 +468,7 @@ class SaveOnSignal:
             return
         self.received = self.received or signum  # a rank that got none logs the one it stops for
         self._stopping = True
-        self.save_fn()
+        self.announce(self.received, self.save_fn())
         quiesce("stop")  # every rank's file is written, and no peer still talks to it, before any exits
         raise SystemExit(128 + signum)
 

@@ -182,10 +182,10 @@ class ScanTrainer:
         save_rank_state(folder / self.checkpoint_file, self.dist, self.own_state(), lambda: self.state(*self.position),
                         write=write, copies=[folder / self.best_file] if is_best else [])
 
-    def save_on_signal(self) -> None:
-        self.log.warning("signal received: saving %s/%s at epoch %d, batch %d (rank %d)", self.opt.logger_name,
-                         self.checkpoint_file, *self.position, self.dist.rank)
+    def save_on_signal(self) -> str:
+        """SaveOnSignal's callback at an update boundary: save, and say what (SaveOnSignal prints it)."""
         self.save(is_best=False)
+        return "{} at epoch {}, batch {}".format(Path(self.opt.logger_name) / self.checkpoint_file, *self.position)
 
     def load_model_state(self, state: dict, path: str) -> None:
         """Load the model part of the checkpoint ``state`` read from ``path``."""

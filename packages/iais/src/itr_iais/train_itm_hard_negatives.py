@@ -27,7 +27,6 @@ import json
 import os
 import random
 import re
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -477,13 +476,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         bar = progress(total=opts.num_train_steps, initial=st.global_step, desc="train", disable=not self.is_main)
         image_groups = iter(self.stream_i)
-        def save_on_signal() -> None:
+        def save_on_signal() -> str:
             """SaveOnSignal's callback at an update boundary (one process: from the handler; torchrun: from
-            ``guard.at_boundary()``, on every rank at the same update)."""
+            ``guard.at_boundary()``, on every rank at the same update); SaveOnSignal prints what it saved."""
             self.save(st.global_step)
-            name = signal.Signals(guard.received).name if guard.received else "signal"
-            LOGGER.warning("%s received: saved %s at update %d (rank %d); continue with --resume", name,
-                           self.ckpt_dir / f"train_state_{st.global_step}.pt", st.global_step, self.info.rank)
+            return f"{self.ckpt_dir / f'train_state_{st.global_step}.pt'} at update {st.global_step}"
 
         with SaveOnSignal(save_on_signal, info=self.info) as guard:
             if st.global_step < opts.num_train_steps:

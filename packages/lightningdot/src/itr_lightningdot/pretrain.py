@@ -601,12 +601,12 @@ def run(args: argparse.Namespace) -> Path:
                         lambda: {"optimizer": optimizer.state_dict(), "amp": amp.state_dict(),
                                  "task_rng": at["task_rng"]})
 
-    def save_on_signal() -> None:
+    def save_on_signal() -> str:
         """SaveOnSignal's callback at an update boundary (one process: from the handler, batches run with the
         signals deferred; torchrun: from ``guard.at_boundary()``, on every rank at the same update)."""
         save()
-        LOGGER.info("signal %d: saved %s at step %d, exiting; run again with this output_dir to continue",
-                    guard.received, ckpt_dir / f"train_state_{boundary['step']}.pt", boundary["step"])
+        step = boundary["step"]
+        return f"{ckpt_dir / f'train_state_{step}.pt'} at step {step}"
 
     model.train()
     distributed = info.world_size > 1
@@ -615,7 +615,7 @@ def run(args: argparse.Namespace) -> Path:
     LOGGER.info("Running training: %d tasks %s, %d updates", len(streams), [s.name for s in streams],
                 args.num_train_steps)
     mark_boundary()
-    with SaveOnSignal(save_on_signal, info=info) as guard:
+    with SaveOnSignal(save_on_signal, info=info, hint="run again with this output_dir to continue") as guard:
         while global_step < args.num_train_steps:
             with signals_deferred():  # a SIGINT/SIGTERM waits for this batch (and its update)
                 stream = streams[task_rng.choice(pool)]

@@ -226,13 +226,12 @@ def run(args: argparse.Namespace) -> TrainOutcome:
                         lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(), "amp": amp.state_dict(), "progress": dict(at)})
 
-    def save_on_signal() -> None:
+    def save_on_signal() -> str:
         """SaveOnSignal's callback at an update boundary (one process: from the handler, batches run with the
         signals deferred; torchrun: from ``guard.at_boundary()``, on every rank at the same update)."""
         save_state()
         at = boundary["progress"]
-        LOGGER.info("signal %d: saved %s at epoch %d, batch %d (update %d), exiting; continue with --resume",
-                    guard.received, state_path, at["epoch"], at["batch"], at["updates"])
+        return f"{state_path} at epoch {at['epoch']}, batch {at['batch']} (update {at['updates']})"
 
     outcome = TrainOutcome(out, best_metric=progress["best"])
     distributed = info.world_size > 1

@@ -492,6 +492,22 @@ def _wait_for_kill_condition(proc: subprocess.Popen, condition: Callable[[], boo
         time.sleep(0.01)
 
 
+def _require_signal_saved(output: str, what: str, ranks: int = 1) -> None:
+    """The run said what its SIGTERM saved, in the words every trainer shares
+    (:meth:`itr_common.checkpoint.SaveOnSignal.announce`): ``SIGTERM received: saved <file> ...``, and with
+    several processes one such line per rank."""
+    from itr_common.checkpoint import SIGNAL_SAVED
+
+    lines = [line for line in output.splitlines() if f"SIGTERM {SIGNAL_SAVED} " in line]
+    if ranks == 1:
+        said = bool(lines)
+    else:
+        said = {m.group(1) for line in lines if (m := re.search(r"\(rank (\d+)\)", line))} == {
+            str(rank) for rank in range(ranks)}
+    _require(said, f"{what}: expected 'SIGTERM {SIGNAL_SAVED} <file> ...' on stderr"
+             + ("" if ranks == 1 else f" from each of the {ranks} ranks") + f", found\n...{output[-2000:]}")
+
+
 def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | os.PathLike, *,
                        final: str | Callable[[Path], Path], kill_when: str | Callable[[Path], bool],
                        resume_evidence: str, select: Callable[[Any], Any] | None = None,
@@ -529,6 +545,7 @@ def check_resume_exact(command: Callable[[Path, bool], Command], folder: str | o
     _require(proc.returncode == SIGTERM_STATUS,
              f"killed run: expected status {SIGTERM_STATUS} (saved, then exited), found {proc.returncode}; the kill "
              f"must land before the run ends\nstderr: {stderr_report(stderr)}")
+    _require_signal_saved(stderr, "killed run")
 
     resumed = run_command(command(killed, True), cwd=cwd, env=env, timeout=timeout)
     _require(resumed.code == 0, f"resumed run: expected status 0, found {resumed.code}\n{resumed.tail()}")
@@ -639,6 +656,7 @@ def check_two_process_resume_exact(command: Callable[[Path, bool], Command], fol
                                    f"must land before the run ends\n...{output[-2000:]}")
     _require(any(killed.glob(rank_files)), f"killed run: expected {rank_files} under {killed} (the other rank's own "
                                             f"state), found none\n...{output[-2000:]}")
+    _require_signal_saved(output, f"killed {nproc}-process run", ranks=nproc)
 
     resumed = run_command(launch(killed, True), cwd=cwd, env=env, timeout=timeout)
     _require(resumed.code == 0, f"resumed {nproc}-process run: expected status 0, found {resumed.code}\n"

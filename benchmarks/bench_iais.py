@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 from itr_common.amp import Amp, AmpConfig
+from itr_common.bench import device_label
 from itr_common.models.uniter import UniterConfig
 from itr_iais.data import compact_attn_masks, get_gather_index, iais_layout_masks, pair_layout
 from itr_iais.model import UniterForImageTextRetrievalHardNeg, batch_to
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "benchmark": "iais",
         "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_label(device),
         "torch_threads": torch.get_num_threads(),
         "evaluation": evaluation,
         "training": training,

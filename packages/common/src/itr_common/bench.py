@@ -12,9 +12,24 @@ import torch
 from itr_common.fileio import write_json_atomic
 
 
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``: "AMD EPYC 7B13"), else ``platform.processor()`` or the
+    architecture. On Linux ``platform.processor()`` says only ``x86_64``, which cannot tell apart two machines
+    whose float results differ."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def device_label(device: torch.device) -> str:
-    """The GPU's name on CUDA, else the CPU's (``platform.processor()``, or ``cpu``)."""
-    return torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
+    """The GPU's name on CUDA, else the CPU's model (:func:`cpu_model`)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
 
 
 def save_report(out: str | os.PathLike | None, report: dict[str, Any]) -> Path | None:
@@ -25,4 +40,4 @@ def save_report(out: str | os.PathLike | None, report: dict[str, Any]) -> Path |
     return write_json_atomic(out, report)
 
 
-__all__ = ["device_label", "save_report"]
+__all__ = ["cpu_model", "device_label", "save_report"]

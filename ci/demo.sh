@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 py=${1:-.venv/bin/python}
 bin=$(cd "$(dirname "$py")" && pwd)
 export PATH="$bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# the AVX2 CPU kernels on x86-64, as make reproduce runs them (meant to give the same floats on every such CPU; see
+# itr_common/compare/cpu_env.py); a value already set in the environment stays
+eval "$("$py" -m itr_common.compare.cpu_env)"
 out=${DEMO_OUT:-$PWD/demo_out}
 world=$out/world
 mkdir -p "$out/results"

@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -13,9 +16,10 @@ import numpy as np
 import pytest
 
 from itr_common.compare import bench_report, cli, plan, realdata, table
+from itr_common.compare.cpu_env import PORTABLE_CPU_ENV
 from itr_common.compare.plot import plot_rows
 from itr_common.metrics import RetrievalResult, evaluate_sims
-from itr_common.testing.conformance import check_usage_error
+from itr_common.testing.conformance import check_usage_error, run_command
 
 
 def fake_result(path: Path, signal: float, seed: int = 0, **extras) -> RetrievalResult:
@@ -408,7 +412,7 @@ def test_a_full_run_ends_with_the_real_data_check(tmp_path, monkeypatch):
     from itr_common.compare import standin
 
     row = ("LightningDOT", "bi-encoder")
-    monkeypatch.setattr(plan, "build_plan", lambda root, world, out, python: [plan.Job(
+    monkeypatch.setattr(plan, "build_plan", lambda root, world, out, python, seed=0: [plan.Job(
         "ld", "lightningdot", [plan.Command(_writer(out / "r.json", 3.0), out, "eval")], {row: out / "r.json"})])
     calls = []
 
@@ -423,3 +427,171 @@ def test_a_full_run_ends_with_the_real_data_check(tmp_path, monkeypatch):
     meta = json.loads((out / "table.json").read_text())["meta"]
     assert meta["real_data_check"]["LightningDOT bi-encoder"].startswith("DIFFERENT")
     assert cli.main(["--out", str(out), "--no-real-data-check"]) == 0 and len(calls) == 1
+
+
+def test_seed_zero_runs_each_trainers_default_and_seed_s_adds_s(tmp_path):
+    """--seeds: seed 0 is demo.sh's commands as they are (no --seed), seed s passes every training command its
+    trainer's default seed + s; DEFAULT_SEEDS are those defaults (argparse or the tiny config's "seed")."""
+    world = tmp_path / "world"
+    (world / "bert").mkdir(parents=True)
+    (world / "world.json").write_text(json.dumps({"config": {"feat_dim": 64}}))
+    (world / "bert/config.json").write_text(json.dumps({"vocab_size": 300}))
+    root = cli.repo_root()
+    trainers = {"dime": "dime", "selfalign-camera": "selfalign", "selfalign-vsrn": "selfalign",
+                "iais-pretrain": "itm-pretrain", "iais-none": "iais", "iais-singular": "iais",
+                "iais-distributed": "iais", "lightningdot": "lightningdot", "aladin": "aladin"}
+    for seed in (0, 2):
+        seen = set()
+        for job in plan.build_plan(root, world, tmp_path / f"out{seed}", sys.executable, seed=seed):
+            for cmd in job.commands:
+                given = cmd.argv[cmd.argv.index("--seed") + 1] if "--seed" in cmd.argv else None
+                if cmd.kind == "eval" or seed == 0:
+                    assert given is None, (job.name, cmd.argv)
+                    continue
+                trainer = trainers[job.name if job.name in trainers else job.name.split("-")[0]]
+                assert given == str(plan.DEFAULT_SEEDS[trainer] + seed), (job.name, cmd.argv)
+                seen.add(trainer)
+        assert seen == (set() if seed == 0 else set(plan.DEFAULT_SEEDS))
+    config = {name: json.loads((root / "packages" / name).read_text())["seed"] for name in (
+        "iais/config/train-itm-flickr-tiny-hn.json", "lightningdot/config/pretrain-tiny.json",
+        "lightningdot/config/flickr30k_ft_tiny_config.json")}
+    assert set(config.values()) == {plan.DEFAULT_SEEDS["iais"]} == {plan.DEFAULT_SEEDS["lightningdot"]}
+    defaults = {"dime": ("itr_dime.options", lambda m: m.build_train_parser()),
+                "selfalign": ("itr_selfalign.options", lambda m: m.build_parser("camera")),
+                "itm-pretrain": ("itr_iais.pretrain_itm", lambda m: m.build_parser()),
+                "aladin": ("itr_aladin.options", lambda m: m.build_train_parser())}
+    for trainer, (module, parser) in defaults.items():
+        assert parser(pytest.importorskip(module)).get_default("seed") == plan.DEFAULT_SEEDS[trainer], trainer
+    assert pytest.importorskip("itr_selfalign.options").build_parser("vsrn").get_default("seed") == \
+        plan.DEFAULT_SEEDS["selfalign"]
+
+
+def _seed_rows(rsums: list[float | None]) -> list[dict]:
+    """Table rows of one seed for the first four ROWS (DIME i2t / t2i / ensemble, CAMERA baseline): rsum split
+    evenly over the six recalls; None: a failed run."""
+    rows = []
+    for (method, variant), rsum in zip(plan.ROWS[:4], rsums, strict=True):
+        row = {c: None for c in table.COLUMNS}
+        row.update(method=method, variant=variant, status="ok" if rsum is not None else "failed: exit 1 in x.py",
+                   train_s=10.0, eval_s=2.0, params=1000)
+        if rsum is not None:
+            row.update({k: rsum / 6 for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")},
+                       rsum=rsum, n_images=50, n_captions=250, latency_ms=1.0)
+        rows.append(row)
+    return rows
+
+
+def test_seed_table_means_sd_and_paired_differences_by_hand(tmp_path):
+    from itr_common.compare import seeds
+
+    per_seed = [_seed_rows([100.0, 130.0, 160.0, 90.0]),
+                _seed_rows([120.0, 110.0, 170.0, None]),
+                _seed_rows([140.0, 150.0, 150.0, 96.0])]
+    rows = seeds.aggregate(per_seed)
+    dime_i2t, dime_t2i, ensemble, camera = rows
+    assert dime_i2t["rsum"] == pytest.approx(120.0) and dime_i2t["rsum_sd"] == pytest.approx(20.0)
+    assert dime_i2t["i2t_r1"] == pytest.approx(20.0) and dime_i2t["rsum_per_seed"] == [100.0, 120.0, 140.0]
+    assert (dime_i2t["rsum_min"], dime_i2t["rsum_max"], dime_i2t["n_ok"], dime_i2t["status"]) == (100, 140, 3, "ok")
+    # mean 120 against chance 62 +- 13 on 50 images: far above
+    assert dime_i2t["chance_z"] > 3 and ensemble["rsum_sd"] == pytest.approx(10.0)
+    # a failed seed: the mean is over the two that finished, and the status names the one that did not
+    assert camera["rsum"] == pytest.approx(93.0) and camera["rsum_sd"] == pytest.approx(math.sqrt(18.0))
+    assert camera["n_ok"] == 2 and camera["status"] == "2/3 seeds ok; seed 1: failed: exit 1 in x.py"
+    assert camera["rsum_per_seed"] == [90.0, None, 96.0]
+    diffs = seeds.paired_differences(per_seed)
+    # DIME t2i - i2t: +30, -10, +10; ensemble - i2t: +60, +50, +10; CAMERA has one variant here: no difference
+    assert [(d["variant"], d["against"]) for d in diffs] == [("t2i", "i2t"), ("ensemble", "i2t")]
+    t2i, ens = diffs
+    assert t2i["per_seed"] == [30.0, -10.0, 10.0] and t2i["mean"] == pytest.approx(10.0)
+    assert t2i["sd"] == pytest.approx(20.0) and t2i["se"] == pytest.approx(20.0 / math.sqrt(3))
+    assert (t2i["higher"], t2i["n"]) == (2, 3) and (ens["higher"], ens["mean"]) == (3, pytest.approx(40.0))
+    md = seeds.to_markdown(rows, diffs, "SYNTHETIC")
+    assert "| 120.0 ± 20.0 | 100.0 / 120.0 / 140.0 |" in md and "| 90.0 / - / 96.0 |" in md
+    assert "| DIME | t2i | i2t | +10.0 ± 20.0 | 11.5 | 2 of 3 seeds | +30.0 / -10.0 / +10.0 |" in md
+    assert "means over 3 training seeds" in md
+    parsed = list(csv.DictReader(io.StringIO(seeds.to_csv(rows))))
+    assert parsed[3]["rsum_per_seed"] == "90.0;;96.0" and float(parsed[0]["rsum_sd"]) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="seed 1: expected the rows of seed 0"):
+        seeds.aggregate([per_seed[0], per_seed[1][::-1]])
+    png = plot_rows(rows, tmp_path / "p.png", "SYNTHETIC (mean +- sd)")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_run_each_seed_in_its_folder_and_write_the_mean_table(tmp_path, monkeypatch, capsys):
+    """--seeds 2 on a stand-in plan whose score signal depends on the seed: each seed's folder holds a whole run
+    (its world a link to the shared one), the mean table and the differences are in --out, --rebuild redraws them,
+    and --only / --size / --seeds mismatches are refused."""
+    rows = plan.ROWS[:2]
+    built = []
+
+    def fake_plan(root, world, out, python, seed=0):
+        built.append((out, seed))
+        return [plan.Job(f"j{k}", "p", [plan.Command(_writer(out / f"{k}.json", 2.0 + seed + k), out, "eval")],
+                         {row: out / f"{k}.json"}, outputs=(out / f"{k}.json",)) for k, row in enumerate(rows)]
+
+    monkeypatch.setattr(plan, "build_plan", fake_plan)
+    monkeypatch.setattr(plan, "JOB_NAMES", ("j0", "j1"))
+    out = tmp_path / "out"
+    assert cli.main(["--out", str(out), "--seeds", "2", "--no-real-data-check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [(p.name, s) for p, s in built] == [("seed-0", 0), ("seed-1", 1)]
+    assert (out / "seed-1/world").resolve() == (out / "world").resolve()
+    saved = json.loads((out / "table.json").read_text())
+    assert saved["meta"]["seeds"] == 2 and len(saved["meta"]["seed_folders"]) == 2
+    first = {(r["method"], r["variant"]): r for r in saved["rows"]}[rows[0]]
+    by_seed = [json.loads((out / f"seed-{s}/table.json").read_text())["rows"][0]["rsum"] for s in (0, 1)]
+    assert by_seed[1] > by_seed[0]  # the stand-in's signal grows with the seed
+    assert first["rsum_per_seed"][:2] == by_seed and first["rsum"] == pytest.approx(sum(by_seed) / 2)
+    assert saved["differences"][0]["variant"] == rows[1][1]
+    md = (out / "table.md").read_text()
+    assert "x 2 seeds" in md and "Paired differences" in md and (out / "rsum_latency.png").is_file()
+    assert any(line.startswith("seed 1: [2/2] j1: ok") for line in lines)
+    (out / "table.md").unlink()
+    assert cli.main(["--out", str(out), "--rebuild"]) == 0 and "Paired differences" in (out / "table.md").read_text()
+    # --only reruns a job of every seed and keeps the other rows
+    built.clear()
+    assert cli.main(["--out", str(out), "--seeds", "2", "--only", "j1"]) == 0
+    assert [s for _, s in built] == [0, 1]
+    again = json.loads((out / "table.json").read_text())["rows"]
+    assert [r["rsum"] for r in again] == [r["rsum"] for r in saved["rows"]]
+    monkeypatch.undo()
+    check_usage_error(cli.main, ["--out", str(out), "--only", "dime-i2t"], "--seeds: expected 2 (the run in",
+                      untouched=[out])
+    check_usage_error(cli.main, ["--out", str(tmp_path / "new"), "--seeds", "0"], "--seeds: expected a number")
+    check_usage_error(cli.main, ["--out", str(tmp_path / "new"), "--seeds", "2", "--data-root", "d",
+                                 "--checkpoints", "c"], "--seeds: expected it only on the synthetic runs")
+    assert not (tmp_path / "new").exists()
+    # a full single-seed run in the same folder clears the seed folders of the earlier one
+    monkeypatch.setattr(plan, "build_plan", fake_plan)
+    monkeypatch.setattr(plan, "JOB_NAMES", ("j0", "j1"))
+    assert cli.main(["--out", str(out), "--no-real-data-check"]) == 0
+    assert not list(out.glob("seed-*")) and "seeds" not in json.loads((out / "table.json").read_text())["meta"]
+
+
+def test_cpu_model_reads_the_model_name(tmp_path):
+    from itr_common.bench import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu\n")
+    assert cpu_model(info) == "AMD EPYC 7B13"
+    assert cpu_model(tmp_path / "absent")  # falls back to the platform's word, never empty
+
+
+def test_child_env_pins_the_avx2_kernels_on_x86_unless_the_user_set_them(monkeypatch):
+    """Every reproduce command runs the AVX2 paths of ATen, MKL and oneDNN on x86-64 (the same bits on a CPU with
+    AVX-512 as on one without); a value of the user's own wins, and other architectures get none."""
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    env = plan.child_env(sys.executable, machine="x86_64")
+    assert env["MKL_CBWR"] == "AVX2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert env["ATEN_CPU_CAPABILITY"] == "default" and env["OMP_NUM_THREADS"]
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    arm = plan.child_env(sys.executable, machine="aarch64")
+    assert not set(PORTABLE_CPU_ENV) & set(arm)
+    # the shell's version (ci/demo.sh): export lines for what the environment leaves unset
+    shell = run_command([sys.executable, "-m", "itr_common.compare.cpu_env"],
+                        env={**os.environ, "ATEN_CPU_CAPABILITY": "default"})
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert shell.stdout.splitlines() == ["export MKL_CBWR=AVX2", "export ONEDNN_MAX_CPU_ISA=AVX2"]
+    else:
+        assert shell.stdout == ""

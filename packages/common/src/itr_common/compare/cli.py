@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from itr_common.compare import plan as planmod
+from itr_common.compare import seeds
+from itr_common.compare.cpu_env import PORTABLE_CPU_ENV
 from itr_common.compare.plot import plot_rows
 from itr_common.compare.table import build_rows, chance_band, to_csv, to_markdown
 from itr_common.errors import ArgumentParser, cli_entry, fail
 from itr_common.fileio import read_json, write_json_atomic, write_text_atomic
 
+SYNTHETIC_TITLE = "SYNTHETIC world"
 SIZES = {"tiny": ["--size", "tiny", "--n-test", "50"], "small": ["--size", "small"], "demo": ["--size", "demo"],
          "base": ["--size", "base"]}
 
@@ -85,19 +88,41 @@ def carried_over(left_out: list[planmod.Job], selected: set[str], previous: list
     return status, rows
 
 
+class Progress:
+    """The time-left estimate of a run made of several :func:`run_jobs` calls (one per seed): the expected seconds
+    of every job to run (:data:`~itr_common.compare.plan.EXPECTED_S`), scaled by the pace measured so far."""
+
+    def __init__(self, expected_s: float) -> None:
+        self.expected_s, self.done_s, self.start = expected_s, 0.0, time.time()
+
+    def finished(self, job_name: str) -> str:
+        """Count ``job_name`` as done; returns ``elapsed ..., about ... left``."""
+        self.done_s += planmod.EXPECTED_S.get(job_name, 60)
+        elapsed = time.time() - self.start
+        left = (self.expected_s - self.done_s) * (elapsed / self.done_s if self.done_s else 1.0)
+        return f"elapsed {_fmt_s(elapsed)}, about {_fmt_s(max(left, 0.0))} left"
+
+
+def expected_s(jobs: list[planmod.Job]) -> float:
+    """The rough seconds ``jobs`` take on 2 CPU cores at the default size (for the time-left estimate)."""
+    return sum(planmod.EXPECTED_S.get(j.name, 60) for j in jobs)
+
+
 def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
-             left_out: list[planmod.Job] = (), previous: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+             left_out: list[planmod.Job] = (), previous: list[dict[str, Any]] = (), label: str = "",
+             progress: Progress | None = None) -> list[dict[str, Any]]:
     """Run every job in order; returns one record per table row (status, times, result, checkpoint).
 
     Each job's ``outputs`` are removed before it runs. ``left_out``: jobs of the plan not selected (``--only``);
-    their rows keep the ``previous`` run's records (:func:`carried_over`) or say they were not run.
+    their rows keep the ``previous`` run's records (:func:`carried_over`) or say they were not run. ``label``
+    begins each progress line (``seed 1: ``); ``progress``: the estimate of a run that goes on after these jobs (the
+    other seeds; default: these jobs alone).
     """
     env = planmod.child_env(python)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     status, kept = carried_over(list(left_out), {j.name for j in jobs}, list(previous))
     times: dict[tuple[str, str], dict[str, float]] = {}
-    expected_total = sum(planmod.EXPECTED_S.get(j.name, 60) for j in jobs)
-    done_expected, start = 0.0, time.time()
+    progress = progress or Progress(expected_s(jobs))
     for k, job in enumerate(jobs, 1):
         job_rows = tuple(job.results) or ()
         blocked = [n for n in job.needs if status.get(n) != "ok"]
@@ -126,11 +151,8 @@ def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
             for ref in job.results.values():
                 if status[job.name] == "ok" and not Path(str(ref).partition("#")[0]).is_file():
                     status[job.name] = f"failed: no result file {ref}"
-        done_expected += planmod.EXPECTED_S.get(job.name, 60)
-        elapsed = time.time() - start
-        left = (expected_total - done_expected) * (elapsed / done_expected if done_expected else 1.0)
-        log(f"[{k}/{len(jobs)}] {job.name}: {status[job.name]} in {_fmt_s(time.time() - t0)}; "
-            f"elapsed {_fmt_s(elapsed)}, about {_fmt_s(left)} left", flush=True)
+        log(f"{label}[{k}/{len(jobs)}] {job.name}: {status[job.name]} in {_fmt_s(time.time() - t0)}; "
+            f"{progress.finished(job.name)}", flush=True)
     records = []
     owner = {row: job for job in [*jobs, *left_out] for row in job.results}
     for method, variant in planmod.ROWS:
@@ -147,16 +169,23 @@ def run_jobs(jobs: list[planmod.Job], out: Path, python: str, log=print,
     return records
 
 
-def write_outputs(records: list[dict[str, Any]], out: Path, title: str, meta: dict[str, Any]) -> str:
-    """table.md / table.csv / table.json (+ the records) and rsum_latency.png; returns the Markdown."""
-    rows = build_rows(records)
+def _chance_title(rows: list[dict[str, Any]], title: str, meta: dict[str, Any]) -> str:
+    """``title`` with the chance rsum of the table's most common gallery (also put in ``meta``)."""
     sizes = [r["n_images"] for r in rows if r["n_images"]]
-    if sizes:
-        n_images = max(set(sizes), key=sizes.count)
-        chance, spread = chance_band(n_images)
-        meta["chance_rsum"], meta["chance_rsum_spread"] = round(chance, 1), round(spread, 1)
-        title += (f"; chance rsum on {n_images} test images: {meta['chance_rsum']:.0f} +- "
-                  f"{meta['chance_rsum_spread']:.0f}")
+    if not sizes:
+        return title
+    n_images = max(set(sizes), key=sizes.count)
+    chance, spread = chance_band(n_images)
+    meta["chance_rsum"], meta["chance_rsum_spread"] = round(chance, 1), round(spread, 1)
+    return title + f"; chance rsum on {n_images} test images: {chance:.0f} +- {spread:.0f}"
+
+
+def write_outputs(records: list[dict[str, Any]], out: Path, title: str, meta: dict[str, Any],
+                  rows: list[dict[str, Any]] | None = None) -> str:
+    """table.md / table.csv / table.json (+ the records) and rsum_latency.png; returns the Markdown.
+    ``rows``: the records' table rows when already built (:func:`~itr_common.compare.table.build_rows`)."""
+    rows = build_rows(records) if rows is None else rows
+    title = _chance_title(rows, title, meta)
     md = to_markdown(rows, title)
     write_text_atomic(out / "table.md", md + "\n")
     write_text_atomic(out / "table.csv", to_csv(rows))
@@ -167,14 +196,36 @@ def write_outputs(records: list[dict[str, Any]], out: Path, title: str, meta: di
     return md
 
 
+def write_seed_table(seed_rows: list[list[dict[str, Any]]], folders: list[Path], out: Path, title: str,
+                     meta: dict[str, Any]) -> str:
+    """A ``--seeds`` run: the mean table of every seed's rows with the paired differences
+    (:mod:`~itr_common.compare.seeds`) as ``out``/table.{md,csv,json} and the plot with error bars (each seed's
+    own table is in its folder)."""
+    rows, diffs = seeds.aggregate(seed_rows), seeds.paired_differences(seed_rows)
+    title = _chance_title(rows, title, meta)
+    meta.update(seeds=len(folders), seed_folders=[str(f) for f in folders])
+    md = seeds.to_markdown(rows, diffs, title)
+    write_text_atomic(out / "table.md", md + "\n")
+    write_text_atomic(out / "table.csv", seeds.to_csv(rows))
+    write_json_atomic(out / "table.json", {"meta": meta, "rows": rows, "differences": diffs})
+    png = plot_rows(rows, out / "rsum_latency.png", f"{title.split(';')[0]} (mean +- sd)", meta.get("chance_rsum"))
+    if png:
+        meta["plot"] = str(png)
+    return md
+
+
 def _meta(args, world: Path, seconds: float | None = None) -> dict[str, Any]:
     import platform
 
     import torch
 
+    from itr_common.bench import cpu_model
+
+    env = planmod.child_env(sys.executable)
     meta: dict[str, Any] = {"size": args.size, "world": str(world), "machine": platform.platform(),
-                            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                            "omp_threads": planmod.child_env(sys.executable)["OMP_NUM_THREADS"]}
+                            "cpu": cpu_model(), "torch": torch.__version__,
+                            "omp_threads": env["OMP_NUM_THREADS"],
+                            "cpu_kernels": {k: env[k] for k in PORTABLE_CPU_ENV if k in env}}
     world_json = world / "world.json"
     if world_json.is_file():
         meta["world_config"] = json.loads(world_json.read_text()).get("config")
@@ -191,19 +242,71 @@ def read_saved_table(path: Path) -> dict[str, Any]:
     return saved
 
 
-def _earlier_run(out: Path, size: str, world: Path) -> list[dict[str, Any]] | None:
-    """``--only``: the records of the run already in ``out`` (its ``table.json``) when its world is there, else None
-    (a new world is written). Fails when that run's world has another ``--size``: its other rows and the jobs'
+def read_saved_meta(path: Path) -> dict[str, Any]:
+    """The ``meta`` of an earlier run's ``table.json`` (one seed's or a ``--seeds`` table's)."""
+    saved = read_json(path, "reproduce table", expect=dict)
+    if not isinstance(saved.get("meta"), dict):
+        fail(f"{path}: expected the 'meta' an itr-reproduce run writes, found keys {sorted(saved)}")
+    return saved["meta"]
+
+
+def seed_folders(out: Path, n_seeds: int) -> list[Path]:
+    """Each seed's run folder: ``out`` itself for one seed (the single-seed layout), else ``out/seed-<s>``."""
+    return [out] if n_seeds == 1 else [out / f"seed-{s}" for s in range(n_seeds)]
+
+
+def _earlier_runs(out: Path, size: str, n_seeds: int, world: Path) -> list[list[dict[str, Any]]] | None:
+    """``--only``: each seed's records of the run already in ``out`` when its world is there, else None (a new
+    world is written). Fails when that run had another ``--size`` or ``--seeds``: its other rows and the jobs'
     inputs would no longer match."""
     saved_path = out / "table.json"
     if not saved_path.is_file() or not (world / "world.json").is_file():
         return None
-    saved = read_saved_table(saved_path)
-    meta, records = saved["meta"], saved["records"]
+    meta = read_saved_meta(saved_path)
     if meta.get("size") != size:
         fail(f"--size: expected {meta.get('size')} (the world of the run in {out}) with --only, found {size}; "
              "a world of another size needs its own --out")
-    return records
+    if int(meta.get("seeds", 1)) != n_seeds:
+        fail(f"--seeds: expected {meta.get('seeds', 1)} (the run in {out}) with --only, found {n_seeds}; "
+             "another number of seeds needs its own --out")
+    return [read_saved_table(folder / "table.json")["records"] if (folder / "table.json").is_file() else []
+            for folder in seed_folders(out, n_seeds)]
+
+
+def rebuild(out: Path) -> str:
+    """``--rebuild``: table.{md,csv,json} and the plot again from the saved records (every seed's for a
+    ``--seeds`` run), no run."""
+    meta = read_saved_meta(out / "table.json")
+    meta.pop("plot", None)
+    n_seeds = int(meta.get("seeds", 1))
+    folders = seed_folders(out, n_seeds)
+    per_seed = [read_saved_table(folder / "table.json") for folder in folders]
+    size = meta.get("size", "?")
+    title = (f"{SYNTHETIC_TITLE} ({size}), not the papers' data: {len(per_seed[0]['records'])} rows"
+             + (f" x {n_seeds} seeds" if n_seeds > 1 else "") + f", {_fmt_s(float(meta.get('total_s', 0)))} in all")
+    if n_seeds == 1:
+        return write_outputs(per_seed[0]["records"], out, title, meta)
+    seed_rows = []
+    for s, (saved, folder) in enumerate(zip(per_seed, folders, strict=True)):
+        seed_rows.append(build_rows(saved["records"]))
+        seed_meta = {**saved["meta"], "seed": s}
+        seed_meta.pop("plot", None)
+        write_outputs(saved["records"], folder, f"{SYNTHETIC_TITLE} ({size}), seed {s} of {n_seeds}", seed_meta,
+                      seed_rows[-1])
+    return write_seed_table(seed_rows, folders, out, title, meta)
+
+
+RUN_FOLDERS = ("dime", "selfalign", "iais", "lightningdot", "aladin", "results", "logs", "real_data_check")
+
+
+def _clear_runs(out: Path) -> None:
+    """A full run starts clean (several trainers refuse a non-empty output folder): every earlier run's folders,
+    single-seed and per-seed alike, go; the world is rewritten by the run."""
+    for name in RUN_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for folder in out.glob("seed-*"):
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
 
 
 @cli_entry
@@ -213,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", choices=sorted(SIZES),
                         help="synthetic world: tiny (default: the tiny preset with a 50-image test split), small, "
                              "demo, base (base: for a GPU)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train every run with this many seeds on the same world (default 1): each seed's table "
+                             "in --out/seed-<s>/, and in --out the mean table with each rsum's sd and the paired "
+                             "differences between a method's variants; N seeds take N times as long")
     parser.add_argument("--only", nargs="+", default=None,
                         help="run only these jobs again (names as in the progress lines) in the --out folder of an "
                              "earlier run: their old outputs are removed first, the other rows keep that run's results")
@@ -229,32 +336,33 @@ def main(argv: list[str] | None = None) -> int:
     root = repo_root()
     out = Path(args.out).resolve()
     if args.rebuild:
-        saved = read_saved_table(out / "table.json")
-        meta = saved["meta"]
-        meta.pop("plot", None)
-        title = (f"SYNTHETIC world ({meta.get('size', '?')}), not the papers' data: {len(saved['records'])} rows, "
-                 f"{_fmt_s(float(meta.get('total_s', 0)))} in all")
-        print(write_outputs(saved["records"], out, title, meta))
+        print(rebuild(out))
         return 0
     if (args.data_root is None) != (args.checkpoints is None):
         fail("--data-root/--checkpoints: expected both (the real-data path) or neither, found one")
     if args.data_root is not None:
         from itr_common.compare import realdata
 
+        for flag, given in (("--seeds", args.seeds != 1), ("--only", args.only)):
+            if given:
+                fail(f"{flag}: expected it only on the synthetic runs; the real-data path (--data-root) evaluates "
+                     "the released checkpoints once, found both")
+
         papers = [p for p in args.papers.split(",") if p]
         unknown = sorted(set(papers) - set(realdata.NEEDS))
         if unknown or not papers:
             fail(f"--papers: expected names among {', '.join(realdata.NEEDS)}, found '{args.papers}'")
         return realdata.run(Path(args.data_root), Path(args.checkpoints), out, root, sys.executable, papers)
+    if args.seeds < 1:
+        fail(f"--seeds: expected a number of training seeds >= 1, found {args.seeds}")
     unknown = sorted(set(args.only or ()) - set(planmod.JOB_NAMES))
     if unknown:
         fail(f"--only: expected job names among {', '.join(planmod.JOB_NAMES)}, found {', '.join(unknown)}")
     world = out / "world"
-    previous = _earlier_run(out, args.size, world) if args.only else None
+    previous = _earlier_runs(out, args.size, args.seeds, world) if args.only else None
     out.mkdir(parents=True, exist_ok=True)
-    if not args.only:  # a full run starts clean (several trainers refuse a non-empty output folder)
-        for name in ("dime", "selfalign", "iais", "lightningdot", "aladin", "results", "logs"):
-            shutil.rmtree(out / name, ignore_errors=True)
+    if not args.only:
+        _clear_runs(out)
     start = time.time()
     if previous is not None:
         print(f"== synthetic world ({args.size}) of the earlier run: {world}", flush=True)
@@ -263,25 +371,42 @@ def main(argv: list[str] | None = None) -> int:
                  *SIZES[args.size], "--force"]
         print(f"== synthetic world ({args.size}) -> {world}", flush=True)
         subprocess.run(synth, check=True, stdout=subprocess.DEVNULL, env=planmod.child_env(sys.executable))
-    jobs = planmod.build_plan(root, world, out, sys.executable)
-    if args.only:
-        left_out = [j for j in jobs if j.name not in args.only]
-        jobs = [j for j in jobs if j.name in args.only]
-    else:
-        left_out = []
-    (out / "results").mkdir(exist_ok=True)
-    records = run_jobs(jobs, out, sys.executable, left_out=left_out, previous=previous or [])
+    folders = seed_folders(out, args.seeds)
+    per_seed: list[list[dict[str, Any]]] = []
+    seed_rows: list[list[dict[str, Any]]] = []
+    progress = None
+    for s, folder in enumerate(folders):
+        if folder != out:
+            planmod.replace_link(folder / "world", world)  # each seed folder is a whole run's layout
+        jobs = planmod.build_plan(root, world, folder, sys.executable, seed=s)
+        left_out = [j for j in jobs if args.only and j.name not in args.only]
+        jobs = [j for j in jobs if not args.only or j.name in args.only]
+        progress = progress or Progress(expected_s(jobs) * len(folders))
+        (folder / "results").mkdir(exist_ok=True)
+        per_seed.append(run_jobs(jobs, folder, sys.executable, left_out=left_out,
+                                 previous=previous[s] if previous else [],
+                                 label=f"seed {s}: " if len(folders) > 1 else "", progress=progress))
+        if len(folders) > 1:  # each seed's table as soon as it is done: a stopped run keeps the seeds it finished
+            seed_rows.append(build_rows(per_seed[-1]))
+            write_outputs(per_seed[-1], folder, f"{SYNTHETIC_TITLE} ({args.size}), seed {s} of {len(folders)}",
+                          {**_meta(args, world), "seed": s}, seed_rows[-1])
     seconds = time.time() - start
     meta = _meta(args, world, seconds)
-    title = f"SYNTHETIC world ({args.size}), not the papers' data: {len(records)} rows, {_fmt_s(seconds)} in all"
-    md = write_outputs(records, out, title, meta)
+    title = (f"{SYNTHETIC_TITLE} ({args.size}), not the papers' data: {len(per_seed[0])} rows"
+             + (f" x {len(folders)} seeds" if len(folders) > 1 else "") + f", {_fmt_s(seconds)} in all")
+    if len(folders) == 1:
+        md = write_outputs(per_seed[0], out, title, meta)
+    else:
+        md = write_seed_table(seed_rows, folders, out, title, meta)
     print(md)
-    print(f"\nwritten: {out}/table.md, table.csv, table.json" + (f", {meta['plot']}" if "plot" in meta else ""))
+    print(f"\nwritten: {out}/table.md, table.csv, table.json" + (f", {meta['plot']}" if "plot" in meta else "")
+          + (f"; each seed's table in {out}/seed-<s>/" if len(folders) > 1 else ""))
     if args.only or args.no_real_data_check:
         return 0
     from itr_common.compare import standin
 
-    verdicts = standin.check(out, build_rows(records, params=False), root, sys.executable)
+    # the real-data path is the same code for every seed: seed 0's checkpoints check it
+    verdicts = standin.check(folders[0], build_rows(per_seed[0], params=False), root, sys.executable)
     saved = read_json(out / "table.json", "reproduce table", expect=dict)
     saved["meta"]["real_data_check"] = verdicts
     write_json_atomic(out / "table.json", saved)

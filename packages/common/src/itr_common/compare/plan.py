@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from itr_common.compare.cpu_env import portable_cpu_env
+
 # (method, variant) rows of the table, in order; every one appears, finished or not.
 ROWS: list[tuple[str, str]] = [
     ("DIME", "i2t"), ("DIME", "t2i"), ("DIME", "ensemble"),
@@ -36,6 +38,10 @@ ROWS: list[tuple[str, str]] = [
 # every job of build_plan, in run order (``--only`` is checked against these before any work)
 JOB_NAMES = ("dime-i2t", "dime-t2i", "dime-eval", "selfalign-camera", "selfalign-vsrn", "iais-pretrain", "iais-none",
              "iais-singular", "iais-distributed", "lightningdot", "lightningdot-rerank", "aladin")
+
+# the seed each training command runs with when given none (the package's default, or its tiny config's "seed"):
+# ``--seeds N`` runs seed s of N as these + s, so seed 0 is exactly the single-seed table
+DEFAULT_SEEDS = {"dime": 0, "selfalign": 1024, "itm-pretrain": 42, "iais": 42, "lightningdot": 42, "aladin": 88}
 
 # rough seconds per job on 2 CPU cores at the default size (for the time-left estimate only)
 EXPECTED_S = {"world": 10, "dime-i2t": 60, "dime-t2i": 60, "dime-eval": 20, "selfalign-camera": 80,
@@ -168,8 +174,15 @@ def _fit_config(data: dict, vocab: int, soft_labels: bool, scale: float = 1.0) -
     return fitted
 
 
-def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
-    """Every job, in run order. ``root`` is the repository, ``out`` the reproduce output folder."""
+def seed_flag(trainer: str, seed: int) -> list[str]:
+    """``--seed`` for run ``seed`` of a ``--seeds`` table: none for seed 0 (the trainer's own default, the
+    commands of ``demo.sh``), else :data:`DEFAULT_SEEDS` ``[trainer] + seed``."""
+    return [] if seed == 0 else ["--seed", str(DEFAULT_SEEDS[trainer] + seed)]
+
+
+def build_plan(root: Path, world: Path, out: Path, python: str, seed: int = 0) -> list[Job]:
+    """Every job, in run order. ``root`` is the repository, ``out`` the reproduce output folder; ``seed`` (0, 1,
+    ...) picks the training seeds (:func:`seed_flag`), the world stays the same."""
     pk = root / "packages"
     res = out / "results"
     feat = str(world_feat_dim(world))
@@ -182,7 +195,7 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     dime, d_out = pk / "dime", out / "dime"
     tiny = ["--img_dim", feat, "--embed_size", "32", "--hid_IMRC", "64", "--hid_router", "32", "--num_head_IMRC", "4",
             "--batch_size", "8", "--num_epochs", "16", "--learning_rate", "2e-3", "--lr_update", "12",
-            "--workers", "0", "--log_step", "100", *warm_up]
+            "--workers", "0", "--log_step", "100", *warm_up, *seed_flag("dime", seed)]
     data = ["--data_path", str(world / "data"), "--bert_path", str(world / "bert"), "--data_name", "f30k_precomp"]
     ck = {d: d_out / f"runs/filker_DIME_{d}/model_best.pth.tar" for d in ("i2t", "t2i")}
     jobs.append(Job("dime-i2t", "dime", [Command(
@@ -213,7 +226,7 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     learn = ["--img_dim", feat, "--embed_size", embed, "--local_clu_num", "16", "--batch_size", "8",
              "--num_epochs", "10", "--learning_rate", "5e-3", "--lr_update", "100", "--workers", "0",
              "--log_step", "1000",
-             "--val_step", "100000", *warm_up]
+             "--val_step", "100000", *warm_up, *seed_flag("selfalign", seed)]
     # VSRN's caption model reads the GCN-reasoned regions, so --dim_vid is the joint embedding size (not the
     # region feature size: the two only coincide on the tiny world, whose features are 32-d)
     text = {"camera": ["--bert_path", str(world / "bert"), "--head", "4", "--smry_k", "4"],
@@ -245,7 +258,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     jobs.append(Job("iais-pretrain", "iais", [Command(
         [py, "-m", "itr_iais.pretrain_itm", "--txt_db", "synthetic/txt_db/itm_flickr30k_train.db",
          "--img_db", "synthetic/img_db/flickr30k", "--model_config", "synthetic/pretrained/uniter-tiny.json",
-         "--output", "output/pretrained/uniter-tiny-itm.pt", *longer], i_work, "prep")],
+         "--output", "output/pretrained/uniter-tiny-itm.pt", *longer, *seed_flag("itm-pretrain", seed)], i_work,
+        "prep")],
         outputs=(i_work / "output/pretrained/uniter-tiny-itm.pt",)))
     itm_final = f"model_step_{_config_steps(i_work / 'config/train-itm-flickr-tiny-hn.json')}_final.pt"
     bi, rr = ("LightningDOT", "bi-encoder"), ("LightningDOT", "+UNITER re-rank top 20")
@@ -256,7 +270,8 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
         train_rows = (row, rr) if tag == "none" else (row,)  # the no-IAIS model is also the re-ranker
         jobs.append(Job(f"iais-{tag}", "iais", [
             Command([py, str(iais / "train_itm_hard_negatives.py"), "--config", "config/train-itm-flickr-tiny-hn.json",
-                     "--IAIS", flag, "--output_dir", f"output/itm/{tag}"], i_work, "train", train_rows),
+                     "--IAIS", flag, "--output_dir", f"output/itm/{tag}", *seed_flag("iais", seed)], i_work, "train",
+                    train_rows),
             Command([py, str(iais / "inf_itm.py"), "--txt_db", "synthetic/txt_db/itm_flickr30k_test.db",
                      "--img_db", "synthetic/img_db/flickr30k", "--checkpoint", ckpt,
                      "--model_config", "synthetic/pretrained/uniter-tiny.json",
@@ -270,10 +285,12 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     ld = pk / "lightningdot"
     l_work = uniter_workdir(out / "lightningdot", world, ld)
     jobs.append(Job("lightningdot", "lightningdot", [
-        Command([py, str(ld / "pretrain.py"), "--config", "config/pretrain-tiny.json"], l_work, "train", (bi, rr)),
+        Command([py, str(ld / "pretrain.py"), "--config", "config/pretrain-tiny.json",
+                 *seed_flag("lightningdot", seed)], l_work, "train", (bi, rr)),
         Command([py, str(ld / "train_itm.py"), "--config", "config/flickr30k_ft_tiny_config.json",
                  "--biencoder_checkpoint",
-                 f"output/pretrain_tiny/ckpt/model_step_{_config_steps(l_work / 'config/pretrain-tiny.json')}.pt"],
+                 f"output/pretrain_tiny/ckpt/model_step_{_config_steps(l_work / 'config/pretrain-tiny.json')}.pt",
+                 *seed_flag("lightningdot", seed)],
                 l_work, "train", (bi, rr)),
         Command([py, str(ld / "eval_itm.py"), "config/flickr30k_eval_tiny_config.json",
                  "output/flickr_tiny/biencoder.best.pt", "--splits", "test", "--output_dir", "output/eval"],
@@ -302,7 +319,7 @@ def build_plan(root: Path, world: Path, out: Path, python: str) -> list[Job]:
     jobs.append(Job("aladin", "aladin", [
         Command([py, "train.py", *adata, "--config", "configs/alad-alignment-and-matching-distill-tiny.yaml",
                  "--logger_name", str(a_out / "runs/alad-joint"), "--val_step", "7000", "--num_epochs", "10",
-                 "--num_workers", "0", "--log_step", "50"], al, "train"),
+                 "--num_workers", "0", "--log_step", "50", *seed_flag("aladin", seed)], al, "train"),
         Command([py, "test.py", *adata, "--eval_img_keys_file", "test_img_keys.tsv", "--num_workers", "0",
                  "--load_checkpoint", str(a_ck), "--out", str(a_out / "test.json")], al, "eval")],
         {("ALADIN", "matching head"): a_out / "test.json#matching/coco-5k",
@@ -318,10 +335,13 @@ def _config_steps(config: Path) -> int:
     return int(json.loads(config.read_text())["num_train_steps"])
 
 
-def child_env(python: str) -> dict[str, str]:
-    """The environment of every command: the venv's scripts first, offline hub, one thread unless set."""
+def child_env(python: str, machine: str | None = None) -> dict[str, str]:
+    """The environment of every command: the venv's scripts first, offline hub, one thread unless set, and on
+    x86-64 (``machine``: default ``platform.machine()``) the AVX2 kernels of
+    :func:`~itr_common.compare.cpu_env.portable_cpu_env` unless set."""
     env = dict(os.environ)
     env["PATH"] = str(Path(python).parent) + os.pathsep + env.get("PATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(portable_cpu_env(env, machine))
     return env

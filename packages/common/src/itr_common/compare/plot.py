@@ -8,7 +8,10 @@ from typing import Any
 
 def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str,
               chance_rsum: float | None = None) -> Path | None:
-    """Write the PNG; rows without rsum or latency are left out (they are in the table). None if no point."""
+    """Write the PNG; rows without rsum or latency are left out (they are in the table). None if no point.
+
+    A row with ``rsum_sd`` (a ``--seeds`` table: rsum is the mean over the seeds) gets an error bar of one sd.
+    """
     points = [r for r in rows if isinstance(r.get("rsum"), float | int) and isinstance(r.get("latency_ms"), float | int)
               and r["latency_ms"] > 0]
     if not points:
@@ -23,8 +26,13 @@ def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str,
     markers = "osD^vP*X"
     for i, method in enumerate(methods):
         mine = [r for r in points if r["method"] == method]
-        ax.scatter([r["latency_ms"] for r in mine], [r["rsum"] for r in mine], marker=markers[i % len(markers)],
-                   s=50, label=method)
+        dots = ax.scatter([r["latency_ms"] for r in mine], [r["rsum"] for r in mine],
+                          marker=markers[i % len(markers)], s=50, label=method)
+        spread = [r for r in mine if isinstance(r.get("rsum_sd"), float | int)]
+        if spread:
+            ax.errorbar([r["latency_ms"] for r in spread], [r["rsum"] for r in spread],
+                        yerr=[r["rsum_sd"] for r in spread], fmt="none", capsize=3, linewidth=1,
+                        ecolor=dots.get_facecolor()[0])
         for r in mine:
             ax.annotate(r["variant"], (r["latency_ms"], r["rsum"]), textcoords="offset points", xytext=(4, 3),
                         fontsize=7)

@@ -124,7 +124,8 @@ def build_rows(records: list[dict[str, Any]], params: bool = True) -> list[dict[
     return rows
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def fmt_cell(value: Any, digits: int = 1) -> str:
+    """A Markdown cell: ``-`` for None or NaN, floats to ``digits`` places, large ints in millions."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -134,7 +135,7 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _status_cell(row: dict[str, Any]) -> str:
+def status_cell(row: dict[str, Any]) -> str:
     """The status, with "near chance" where a finished row's rsum is within NEAR_CHANCE_Z spreads of chance."""
     z = row.get("chance_z")
     if row["status"] == "ok" and isinstance(z, int | float) and z < NEAR_CHANCE_Z:
@@ -148,18 +149,26 @@ def to_markdown(rows: list[dict[str, Any]], title: str | None = None) -> str:
     lines = [f"**{title}**", ""] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["method"], r["variant"], *(_fmt(r[k]) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1",
+        cells = [r["method"], r["variant"], *(fmt_cell(r[k]) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1",
                                                                     "t2i_r5", "t2i_r10", "rsum")),
-                 _fmt(r["train_s"], 0), _fmt(r["eval_s"], 1), _fmt(r["latency_ms"], 2), _fmt(r["params"]),
-                 _status_cell(r)]
+                 fmt_cell(r["train_s"], 0), fmt_cell(r["eval_s"], 1), fmt_cell(r["latency_ms"], 2),
+                 fmt_cell(r["params"]), status_cell(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def _csv_cell(value: Any) -> Any:
+    """None as an empty cell; a list (every seed's rsum) as ``;``-separated values, None as empty."""
+    if isinstance(value, list):
+        return ";".join("" if v is None else str(v) for v in value)
+    return "" if value is None else value
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> str:
+    """The rows as CSV with a header of ``columns`` (default: a single-seed table's)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS})
+        writer.writerow({k: _csv_cell(r.get(k)) for k in columns})
     return buf.getvalue()

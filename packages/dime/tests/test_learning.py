@@ -32,4 +32,7 @@ def test_learns_real_pairs_not_shuffled_pairs(honesty_worlds_factory, tmp_path):
     worlds = honesty_worlds_factory(("precomp",), n_test=N_TEST)
     check = check_learns(_train_and_test, worlds, tmp_path, n_images=N_TEST, min_gain=120, max_shuffled_gain=40)
     real = check.real_result
-    assert real.i2t[0] > 8 and real.t2i[0] > 8, real.table()  # chance R@1 is 2 both ways
+    # Chance R@1 is 2 both ways; at chance the sum of the two has a spread of 2.2 (binomial over 50 image and 250
+    # caption queries), so 12 is 3.7 spreads above it. A bound on each direction alone (i2t R@1 > 8, i.e. more
+    # than 4 of 50 images) sat at 3 spreads and failed on a CI machine whose i2t R@1 was exactly 8 (rsum 204.8).
+    assert real.i2t[0] + real.t2i[0] > 12, real.table()

@@ -17,7 +17,7 @@ import pytest
 
 from itr_common.compare import bench_report, cli, plan, realdata, table
 from itr_common.compare.cpu_env import PORTABLE_CPU_ENV
-from itr_common.compare.plot import plot_rows
+from itr_common.compare.plot import label_heights, plot_rows
 from itr_common.metrics import RetrievalResult, evaluate_sims
 from itr_common.testing.conformance import check_usage_error, run_command
 
@@ -107,6 +107,25 @@ def test_plot_writes_a_png_of_the_timed_rows(tmp_path):
     png = plot_rows(rows, tmp_path / "p.png", "SYNTHETIC")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 200_000
     assert plot_rows(rows[2:], tmp_path / "none.png", "t") is None and not (tmp_path / "none.png").exists()
+
+
+def test_plot_labels_of_nearby_points_stack_instead_of_overlapping():
+    # Three rows at about the same latency within one label height: placed from the top, each moves to a gap
+    # below the last; a point 1.2 decades away keeps its own height, and so does a label far enough below.
+    xs, ys = [3.5, 3.5, 3.6, 0.2, 3.5], [190.0, 185.0, 178.0, 186.0, 120.0]
+    assert label_heights(xs, ys, gap=10.0) == [190.0, 180.0, 170.0, 186.0, 120.0]
+    assert label_heights([1.0, 1.0], [100.0, 100.0], gap=5.0) == [100.0, 95.0]  # ties: the order is stable
+    # a gap whose subtraction rounds (190.3 - 9.7 = 180.60000000000002) must not clash with itself forever
+    assert label_heights([3.5, 3.5], [190.3, 185.0], gap=9.7) == [190.3, 190.3 - 9.7]
+
+
+def test_plot_title_breaks_after_its_colon_when_too_wide():
+    from itr_common.compare.plot import _two_lines
+
+    assert _two_lines("short: title") == "short: title"
+    assert _two_lines("SYNTHETIC world (tiny), not the papers' data: " + "x" * 40) == \
+        "SYNTHETIC world (tiny), not the papers' data:\n" + "x" * 40
+    assert _two_lines("word " * 20, width=12) == "word word\n" + ("word " * 18)
 
 
 def _writer(path: Path, signal: float) -> list[str]:

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 py=${1:-.venv/bin/python}
 bin=$(cd "$(dirname "$py")" && pwd)
 export PATH="$bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-# the AVX2 CPU kernels on x86-64, as make reproduce runs them (meant to give the same floats on every such CPU; see
-# itr_common/compare/cpu_env.py); a value already set in the environment stays
+# the AVX2 CPU kernels on x86-64, as make reproduce runs them (no instruction-set choice between CPUs of one vendor;
+# they do not make every CPU compute the same floats: itr_common/compare/cpu_env.py); a value already set stays
 eval "$("$py" -m itr_common.compare.cpu_env)"
 out=${DEMO_OUT:-$PWD/demo_out}
 world=$out/world
@@ -20,5 +20,5 @@ for demo in packages/*/demo.sh; do
     echo "== $pkg"
     ( cd "$(dirname "$demo")" && DEMO_WORLD="$world" DEMO_OUT="$out/$pkg" DEMO_RESULTS="$out/results" bash demo.sh )
 done
-echo "== results"
+echo "== results (numerics fingerprint $("$py" -m itr_common.compare.cpu_env --fingerprint); a machine with another one computes other figures)"
 "$py" -m itr_common.results "$out/results"

@@ -22,4 +22,9 @@ if [ "$workers" -gt 1 ]; then
 fi
 threads=$(( workers > 1 ? 1 : 2 ))
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-"$py" -m pytest packages/*/tests --durations=15 "${parallel[@]}" "$@"
+status=0
+"$py" -m pytest packages/*/tests --durations=15 "${parallel[@]}" "$@" || status=$?
+# Which floats this machine computes: a learning test's recalls are those of its fingerprint, and another
+# machine's log with another fingerprint explains other numbers (itr_common/compare/cpu_env.py).
+"$py" -m itr_common.compare.cpu_env --compare || echo "ci/test.sh: the numerics fingerprint failed (above)" >&2
+exit "$status"

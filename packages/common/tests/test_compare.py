@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from itr_common.compare import bench_report, cli, plan, realdata, table
-from itr_common.compare.cpu_env import PORTABLE_CPU_ENV
+from itr_common.compare.cpu_env import PORTABLE_CPU_ENV, numerics_fingerprint
 from itr_common.compare.plot import label_heights, plot_rows
 from itr_common.metrics import RetrievalResult, evaluate_sims
 from itr_common.testing.conformance import check_usage_error, run_command
@@ -557,6 +558,11 @@ def test_seeds_run_each_seed_in_its_folder_and_write_the_mean_table(tmp_path, mo
     assert (out / "seed-1/world").resolve() == (out / "world").resolve()
     saved = json.loads((out / "table.json").read_text())
     assert saved["meta"]["seeds"] == 2 and len(saved["meta"]["seed_folders"]) == 2
+    # the table says which floats the machine computed (one fingerprint for all seeds, printed before the runs)
+    assert re.fullmatch(r"[0-9a-f]{12}", saved["meta"]["numerics_fingerprint"])
+    assert f"== numerics fingerprint {saved['meta']['numerics_fingerprint']} " in "\n".join(lines)
+    assert json.loads((out / "seed-1/table.json").read_text())["meta"]["numerics_fingerprint"] == \
+        saved["meta"]["numerics_fingerprint"]
     first = {(r["method"], r["variant"]): r for r in saved["rows"]}[rows[0]]
     by_seed = [json.loads((out / f"seed-{s}/table.json").read_text())["rows"][0]["rsum"] for s in (0, 1)]
     assert by_seed[1] > by_seed[0]  # the stand-in's signal grows with the seed
@@ -597,8 +603,8 @@ def test_cpu_model_reads_the_model_name(tmp_path):
 
 
 def test_child_env_pins_the_avx2_kernels_on_x86_unless_the_user_set_them(monkeypatch):
-    """Every reproduce command runs the AVX2 paths of ATen, MKL and oneDNN on x86-64 (the same bits on a CPU with
-    AVX-512 as on one without); a value of the user's own wins, and other architectures get none."""
+    """Every reproduce command runs the AVX2 paths of ATen, MKL and oneDNN on x86-64 (no instruction-set choice
+    between CPUs of one vendor); a value of the user's own wins, and other architectures get none."""
     monkeypatch.delenv("MKL_CBWR", raising=False)
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     env = plan.child_env(sys.executable, machine="x86_64")
@@ -614,3 +620,18 @@ def test_child_env_pins_the_avx2_kernels_on_x86_unless_the_user_set_them(monkeyp
         assert shell.stdout.splitlines() == ["export MKL_CBWR=AVX2", "export ONEDNN_MAX_CPU_ISA=AVX2"]
     else:
         assert shell.stdout == ""
+
+
+def test_numerics_fingerprint_is_deterministic_and_the_compare_line_names_both_settings():
+    """The fingerprint of a short seeded training is the same twice in one process and changes with the training;
+    ``--compare`` (the last line of ci/test.sh) gives it under the pins and under the library defaults."""
+    first = numerics_fingerprint(steps=3)
+    assert numerics_fingerprint(steps=3) == first and re.fullmatch(r"[0-9a-f]{12}", first)
+    assert numerics_fingerprint(steps=4) != first
+    line = run_command([sys.executable, "-m", "itr_common.compare.cpu_env", "--compare"]).stdout.strip()
+    found = re.fullmatch(r"numerics fingerprint on .+ \(.+\), torch \S+: ([0-9a-f]{12}) with the AVX2 pins "
+                         r"\(make reproduce, make demo\), ([0-9a-f]{12}) with the library defaults \(make test\)", line)
+    assert found, line
+    if not set(PORTABLE_CPU_ENV) & set(os.environ):  # this process runs with the defaults, as ci/test.sh runs it
+        assert found[2] == numerics_fingerprint()
+

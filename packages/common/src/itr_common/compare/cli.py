@@ -18,7 +18,7 @@ from typing import Any
 
 from itr_common.compare import plan as planmod
 from itr_common.compare import seeds
-from itr_common.compare.cpu_env import PORTABLE_CPU_ENV
+from itr_common.compare.cpu_env import PORTABLE_CPU_ENV, fingerprint_in
 from itr_common.compare.plot import plot_rows
 from itr_common.compare.table import build_rows, chance_band, to_csv, to_markdown
 from itr_common.errors import ArgumentParser, cli_entry, fail
@@ -214,7 +214,7 @@ def write_seed_table(seed_rows: list[list[dict[str, Any]]], folders: list[Path],
     return md
 
 
-def _meta(args, world: Path, seconds: float | None = None) -> dict[str, Any]:
+def _meta(args, world: Path, fingerprint: str, seconds: float | None = None) -> dict[str, Any]:
     import platform
 
     import torch
@@ -225,7 +225,8 @@ def _meta(args, world: Path, seconds: float | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"size": args.size, "world": str(world), "machine": platform.platform(),
                             "cpu": cpu_model(), "torch": torch.__version__,
                             "omp_threads": env["OMP_NUM_THREADS"],
-                            "cpu_kernels": {k: env[k] for k in PORTABLE_CPU_ENV if k in env}}
+                            "cpu_kernels": {k: env[k] for k in PORTABLE_CPU_ENV if k in env},
+                            "numerics_fingerprint": fingerprint}
     world_json = world / "world.json"
     if world_json.is_file():
         meta["world_config"] = json.loads(world_json.read_text()).get("config")
@@ -371,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
                  *SIZES[args.size], "--force"]
         print(f"== synthetic world ({args.size}) -> {world}", flush=True)
         subprocess.run(synth, check=True, stdout=subprocess.DEVNULL, env=planmod.child_env(sys.executable))
+    # which floats this machine computes under the runs' environment: the same code and fingerprint are the
+    # condition for the same table (compare/cpu_env.py)
+    fingerprint = fingerprint_in(planmod.child_env(sys.executable), sys.executable)
+    print(f"== numerics fingerprint {fingerprint} (python -m itr_common.compare.cpu_env --compare)", flush=True)
     folders = seed_folders(out, args.seeds)
     per_seed: list[list[dict[str, Any]]] = []
     seed_rows: list[list[dict[str, Any]]] = []
@@ -389,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(folders) > 1:  # each seed's table as soon as it is done: a stopped run keeps the seeds it finished
             seed_rows.append(build_rows(per_seed[-1]))
             write_outputs(per_seed[-1], folder, f"{SYNTHETIC_TITLE} ({args.size}), seed {s} of {len(folders)}",
-                          {**_meta(args, world), "seed": s}, seed_rows[-1])
+                          {**_meta(args, world, fingerprint), "seed": s}, seed_rows[-1])
     seconds = time.time() - start
-    meta = _meta(args, world, seconds)
+    meta = _meta(args, world, fingerprint, seconds)
     title = (f"{SYNTHETIC_TITLE} ({args.size}), not the papers' data: {len(per_seed[0])} rows"
              + (f" x {len(folders)} seeds" if len(folders) > 1 else "") + f", {_fmt_s(seconds)} in all")
     if len(folders) == 1:

@@ -1,22 +1,37 @@
-"""The CPU kernels of the synthetic runs: pinned to their AVX2 code paths on x86-64, so that two machines compute
-the same floats.
+"""The CPU kernels of the synthetic runs: pinned to their AVX2 code paths on x86-64, and a fingerprint that says
+which floats a machine computes.
 
 The tiny trainings are chaotic in float rounding: one different last bit early on ends in another table. Three
 libraries pick their kernels by CPU unless told: ATen's vectorised kernels (AVX-512 where the CPU has it), oneDNN
-(the same), and MKL, whose default GEMM path also differs between CPU vendors and generations. Measured on a
-2-core AMD EPYC without AVX-512: ATen and oneDNN pinned to AVX2 give the same bits as their defaults, MKL's
-AVX2 branch (``MKL_CBWR``, its conditional numerical reproducibility) does not, so MKL's default there is a path
-of its own. With all three pinned, every x86-64 CPU with AVX2 is meant to run the same kernels (MKL documents
-the same results on every CPU that supports the branch).
+(the same), and MKL, whose default GEMM path also differs between CPU vendors and generations. :data:`PORTABLE_CPU_ENV`
+pins all three to AVX2 (``MKL_CBWR``: MKL's conditional numerical reproducibility branch). What that buys was
+measured with DIME's learning-test training (seed 0, test rsum), torch 2.13.0:
 
-``python -m itr_common.compare.cpu_env`` prints ``export`` lines for a shell (``ci/demo.sh``).
+- on a 2-core Intel Xeon with AVX-512, each of the three pins alone changes the result (library defaults 250.0;
+  MKL pinned 232.8, ATen 246.8, oneDNN 259.2; all three 226.4);
+- on a 2-core AMD EPYC without AVX-512, ATen and oneDNN pinned give their defaults' bits and MKL's does not
+  (defaults 204.8, all three pinned 196.0).
+
+So the pins do **not** make these two machines compute the same floats (226.4 against 196.0): MKL's AVX2 branch
+is not the same code on both vendors' CPUs, or another kernel differs. They remove the instruction-set choice
+between machines of one vendor, which is all that can be claimed. :func:`numerics_fingerprint` tells two machines
+apart in a second: the same code and the same fingerprint (under the same pins) are the condition for the same
+table, a different fingerprint means different numbers.
+
+``python -m itr_common.compare.cpu_env`` prints ``export`` lines for a shell (``ci/demo.sh``); ``--fingerprint``
+prints this process's fingerprint; ``--compare`` one line with the fingerprints under the pins and under the
+library defaults (``ci/test.sh`` ends with it).
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
 import platform
 import shlex
+import subprocess
+import sys
 from collections.abc import Mapping
 
 PORTABLE_CPU_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -31,9 +46,81 @@ def portable_cpu_env(environ: Mapping[str, str] | None = None, machine: str | No
     return {key: value for key, value in PORTABLE_CPU_ENV.items() if key not in environ}
 
 
-def main() -> int:
-    for key, value in portable_cpu_env().items():
-        print(f"export {key}={shlex.quote(value)}")
+def numerics_fingerprint(steps: int = 30) -> str:
+    """12 hex digits of the SHA-256 of a tiny model's weights after ``steps`` Adam steps on seeded random data,
+    on one thread: a 1-D convolution (oneDNN), a bidirectional GRU, layer norm, softmax attention and linear layers
+    (MKL GEMM), with ATen's vectorised element-wise kernels throughout. Deterministic on one machine; any different
+    kernel (instruction set, library build, vendor path) gives another value. About a second.
+
+    Environment variables that choose kernels (:data:`PORTABLE_CPU_ENV`) are read when the libraries load, so a
+    fingerprint under other settings needs another process (:func:`fingerprint_in`).
+    """
+    import torch
+    from torch import nn
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = torch.Generator().manual_seed(0)
+        x = torch.randn(32, 12, 48, generator=data)  # (batch, length, features)
+        y = torch.randint(0, 16, (32,), generator=data)
+        torch.manual_seed(0)
+        conv, gru = nn.Conv1d(48, 64, 3, padding=1), nn.GRU(64, 64, batch_first=True, bidirectional=True)
+        norm, head = nn.LayerNorm(128), nn.Linear(128, 16)
+        params = [*conv.parameters(), *gru.parameters(), *norm.parameters(), *head.parameters()]
+        optimizer = torch.optim.Adam(params, lr=1e-2)
+        for _ in range(steps):
+            h = torch.relu(conv(x.transpose(1, 2))).transpose(1, 2)  # (32, 12, 64)
+            h = norm(gru(h)[0])  # (32, 12, 128)
+            h = torch.softmax(h @ h.transpose(1, 2) / 8, dim=-1) @ h
+            loss = nn.functional.cross_entropy(head(h.max(dim=1).values), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        digest = hashlib.sha256()
+        for p in params:
+            digest.update(p.detach().numpy().tobytes())
+        return digest.hexdigest()[:12]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fingerprint_in(env: Mapping[str, str], python: str = sys.executable) -> str:
+    """:func:`numerics_fingerprint` computed in a fresh ``python`` process with environment ``env``."""
+    done = subprocess.run([python, "-m", "itr_common.compare.cpu_env", "--fingerprint"], env=dict(env),
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def compare_line(environ: Mapping[str, str] | None = None, python: str = sys.executable) -> str:
+    """One line: this CPU, torch, and the fingerprints with the pins and with the library defaults."""
+    from itr_common.bench import cpu_model
+
+    environ = dict(os.environ if environ is None else environ)
+    defaults = {k: v for k, v in environ.items() if k not in PORTABLE_CPU_ENV}
+    pinned = {**defaults, **portable_cpu_env({}, None)}
+    import torch
+
+    return (f"numerics fingerprint on {cpu_model()} ({platform.machine()}), torch {torch.__version__}: "
+            f"{fingerprint_in(pinned, python)} with the AVX2 pins (make reproduce, make demo), "
+            f"{fingerprint_in(defaults, python)} with the library defaults (make test)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m itr_common.compare.cpu_env",
+                                     description="export lines pinning the CPU kernels (x86-64), or fingerprints")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--fingerprint", action="store_true", help="print this process's numerics fingerprint")
+    which.add_argument("--compare", action="store_true",
+                       help="print the fingerprints with the pins and with the library defaults, on one line")
+    args = parser.parse_args(argv)
+    if args.fingerprint:
+        print(numerics_fingerprint())
+    elif args.compare:
+        print(compare_line())
+    else:
+        for key, value in portable_cpu_env().items():
+            print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

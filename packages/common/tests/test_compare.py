@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from itr_common.compare import bench_report, cli, plan, realdata, table
+from itr_common.compare import bench_report, cli, cpu_env, plan, realdata, table
 from itr_common.compare.cpu_env import PORTABLE_CPU_ENV, numerics_fingerprint
 from itr_common.compare.plot import label_heights, plot_rows
 from itr_common.metrics import RetrievalResult, evaluate_sims
@@ -622,16 +622,22 @@ def test_child_env_pins_the_avx2_kernels_on_x86_unless_the_user_set_them(monkeyp
         assert shell.stdout == ""
 
 
-def test_numerics_fingerprint_is_deterministic_and_the_compare_line_names_both_settings():
+def test_numerics_fingerprint_is_deterministic_and_the_compare_line_names_both_settings(monkeypatch, capsys):
     """The fingerprint of a short seeded training is the same twice in one process and changes with the training;
-    ``--compare`` (the last line of ci/test.sh) gives it under the pins and under the library defaults."""
+    ``--compare`` and ``--candidates`` (the last lines of ci/test.sh) give it under the pins, the library defaults
+    and each candidate setting, each computed in a process of its own."""
     first = numerics_fingerprint(steps=3)
     assert numerics_fingerprint(steps=3) == first and re.fullmatch(r"[0-9a-f]{12}", first)
     assert numerics_fingerprint(steps=4) != first
-    line = run_command([sys.executable, "-m", "itr_common.compare.cpu_env", "--compare"]).stdout.strip()
+    assert cpu_env.main(["--compare"]) == 0
+    line = capsys.readouterr().out.strip()
     found = re.fullmatch(r"numerics fingerprint on .+ \(.+\), torch \S+: ([0-9a-f]{12}) with the AVX2 pins "
                          r"\(make reproduce, make demo\), ([0-9a-f]{12}) with the library defaults \(make test\)", line)
     assert found, line
     if not set(PORTABLE_CPU_ENV) & set(os.environ):  # this process runs with the defaults, as ci/test.sh runs it
         assert found[2] == numerics_fingerprint()
-
+    # a candidate equal to the pins gives the pinned fingerprint: both are the same setting in a fresh process
+    monkeypatch.setattr(cpu_env, "CANDIDATE_CPU_ENVS", (PORTABLE_CPU_ENV,))
+    assert cpu_env.main(["--candidates"]) == 0
+    assert capsys.readouterr().out.strip() == (f"numerics fingerprint {found[1]} with ATEN_CPU_CAPABILITY=avx2 "
+                                               "MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2")

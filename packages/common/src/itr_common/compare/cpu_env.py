@@ -20,7 +20,8 @@ table, a different fingerprint means different numbers.
 
 ``python -m itr_common.compare.cpu_env`` prints ``export`` lines for a shell (``ci/demo.sh``); ``--fingerprint``
 prints this process's fingerprint; ``--compare`` one line with the fingerprints under the pins and under the
-library defaults (``ci/test.sh`` ends with it).
+library defaults, ``--candidates`` one line per stricter setting of :data:`CANDIDATE_CPU_ENVS` (``ci/test.sh`` ends
+with both).
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ import sys
 from collections.abc import Mapping
 
 PORTABLE_CPU_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# Stricter settings whose fingerprints (``--candidates``, printed by ci/test.sh) may agree across CPU vendors where
+# the pins above do not: MKL's strict reproducibility mode, MKL's SSE2-compatible branch, and everything narrowed
+# to SSE. Which one agrees (if any) is what a machine of the other vendor can tell by comparing its line with the
+# values the README quotes.
+CANDIDATE_CPU_ENVS = (
+    {**PORTABLE_CPU_ENV, "MKL_CBWR": "AVX2,STRICT"},
+    {**PORTABLE_CPU_ENV, "MKL_CBWR": "COMPATIBLE"},
+    {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+)
 
 
 def portable_cpu_env(environ: Mapping[str, str] | None = None, machine: str | None = None) -> dict[str, str]:
@@ -106,6 +116,14 @@ def compare_line(environ: Mapping[str, str] | None = None, python: str = sys.exe
             f"{fingerprint_in(defaults, python)} with the library defaults (make test)")
 
 
+def candidate_lines(environ: Mapping[str, str] | None = None, python: str = sys.executable) -> list[str]:
+    """One line per :data:`CANDIDATE_CPU_ENVS` setting: its fingerprint, then the setting."""
+    environ = dict(os.environ if environ is None else environ)
+    defaults = {k: v for k, v in environ.items() if k not in PORTABLE_CPU_ENV}
+    return [f"numerics fingerprint {fingerprint_in({**defaults, **pins}, python)} with "
+            + " ".join(f"{k}={v}" for k, v in sorted(pins.items())) for pins in CANDIDATE_CPU_ENVS]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m itr_common.compare.cpu_env",
                                      description="export lines pinning the CPU kernels (x86-64), or fingerprints")
@@ -113,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--fingerprint", action="store_true", help="print this process's numerics fingerprint")
     which.add_argument("--compare", action="store_true",
                        help="print the fingerprints with the pins and with the library defaults, on one line")
+    which.add_argument("--candidates", action="store_true",
+                       help="print the fingerprint under each stricter candidate setting, one line each")
     args = parser.parse_args(argv)
     if args.fingerprint:
         print(numerics_fingerprint())
     elif args.compare:
         print(compare_line())
+    elif args.candidates:
+        print("\n".join(candidate_lines()))
     else:
         for key, value in portable_cpu_env().items():
             print(f"export {key}={shlex.quote(value)}")

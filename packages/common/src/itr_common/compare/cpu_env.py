@@ -102,15 +102,19 @@ def fingerprint_in(env: Mapping[str, str], python: str = sys.executable) -> str:
     return done.stdout.strip()
 
 
+def _without_pins(environ: Mapping[str, str] | None) -> dict[str, str]:
+    """``environ`` (default ``os.environ``) less every variable :data:`PORTABLE_CPU_ENV` sets: the library defaults."""
+    return {k: v for k, v in (os.environ if environ is None else environ).items() if k not in PORTABLE_CPU_ENV}
+
+
 def compare_line(environ: Mapping[str, str] | None = None, python: str = sys.executable) -> str:
     """One line: this CPU, torch, and the fingerprints with the pins and with the library defaults."""
-    from itr_common.bench import cpu_model
-
-    environ = dict(os.environ if environ is None else environ)
-    defaults = {k: v for k, v in environ.items() if k not in PORTABLE_CPU_ENV}
-    pinned = {**defaults, **portable_cpu_env({}, None)}
     import torch
 
+    from itr_common.bench import cpu_model
+
+    defaults = _without_pins(environ)
+    pinned = {**defaults, **portable_cpu_env({}, None)}
     return (f"numerics fingerprint on {cpu_model()} ({platform.machine()}), torch {torch.__version__}: "
             f"{fingerprint_in(pinned, python)} with the AVX2 pins (make reproduce, make demo), "
             f"{fingerprint_in(defaults, python)} with the library defaults (make test)")
@@ -118,8 +122,7 @@ def compare_line(environ: Mapping[str, str] | None = None, python: str = sys.exe
 
 def candidate_lines(environ: Mapping[str, str] | None = None, python: str = sys.executable) -> list[str]:
     """One line per :data:`CANDIDATE_CPU_ENVS` setting: its fingerprint, then the setting."""
-    environ = dict(os.environ if environ is None else environ)
-    defaults = {k: v for k, v in environ.items() if k not in PORTABLE_CPU_ENV}
+    defaults = _without_pins(environ)
     return [f"numerics fingerprint {fingerprint_in({**defaults, **pins}, python)} with "
             + " ".join(f"{k}={v}" for k, v in sorted(pins.items())) for pins in CANDIDATE_CPU_ENVS]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,6 @@ def label_heights(xs: list[float], ys: list[float], gap: float, near_decades: fl
     ``gap`` below it, so a cluster of points (three UNITER-ITM variants at the same latency) reads as a column.
     xs: latencies (> 0); ys: rsums; returns one height per point, in the input order.
     """
-    import math
-
     order = sorted(range(len(xs)), key=lambda i: (-ys[i], xs[i]))
     placed: list[tuple[float, float]] = []
     heights = [0.0] * len(xs)

@@ -620,6 +620,9 @@ def test_child_env_pins_the_avx2_kernels_on_x86_unless_the_user_set_them(monkeyp
         assert shell.stdout.splitlines() == ["export MKL_CBWR=AVX2", "export ONEDNN_MAX_CPU_ISA=AVX2"]
     else:
         assert shell.stdout == ""
+    # bad input: one line naming the flag, exit 2, like every command of the project
+    check_usage_error(cpu_env.main, ["--fingerprints"], "--fingerprints", "did you mean")
+    check_usage_error(cpu_env.main, ["--compare", "--candidates"], "--candidates", "--compare")
 
 
 def test_numerics_fingerprint_is_deterministic_and_the_compare_line_names_both_settings(monkeypatch, capsys):

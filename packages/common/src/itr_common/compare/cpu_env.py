@@ -26,7 +26,6 @@ with both).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import platform
@@ -34,6 +33,8 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
+
+from itr_common.errors import ArgumentParser
 
 PORTABLE_CPU_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # Stricter settings whose fingerprints (``--candidates``, printed by ci/test.sh) may agree across CPU vendors where
@@ -128,7 +129,7 @@ def candidate_lines(environ: Mapping[str, str] | None = None, python: str = sys.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m itr_common.compare.cpu_env",
+    parser = ArgumentParser(prog="python -m itr_common.compare.cpu_env",
                                      description="export lines pinning the CPU kernels (x86-64), or fingerprints")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--fingerprint", action="store_true", help="print this process's numerics fingerprint")

@@ -91,8 +91,9 @@ def run(argv: Sequence[str] | None = None) -> None:
             guard.at_boundary()
     if info.is_main:
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, out / "final.pt")
-    # where a rank stands at the end: a worker that aborts in teardown ("terminate called", seen a few times in
-    # the suite, never in 155 runs by hand) then shows whether it got past the group's destruction
+    # where a rank stands at the end: a worker that aborted in teardown ("terminate called", DDP's leaked gloo
+    # threads against the C++ destructors; itr_common.worker_exit now ends workers without them) showed here
+    # whether it got past the group's destruction
     print(f"rank {info.rank} shutting down", file=sys.stderr, flush=True)
     dist.shutdown()
     print(f"rank {info.rank} done: process group destroyed", file=sys.stderr, flush=True)

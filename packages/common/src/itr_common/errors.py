@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from itr_common.worker_exit import end_worker, is_torchrun_worker
+
 EXIT_USAGE = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,11 +78,23 @@ def cli_entry(fn: F) -> F:
       training loop) -> ``terminated by SIGTERM``, status 143 instead of a silent -15;
     * the return value is an exit status: None or an int as returned, anything else (a result
       object) becomes 0, so a successful run exits 0 and never prints a repr. Functions whose result
-      tests or the Python API need are separate (``run(...)``), called by ``main``.
+      tests or the Python API need are separate (``run(...)``), called by ``main``;
+    * in a torchrun worker the process then ends through :func:`itr_common.worker_exit.end_worker` with that
+      status (Python's shutdown steps, no C++ teardown: DDP's leaked gloo threads can abort it otherwise).
+      An unexpected exception still ends it the usual way, with its traceback.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not is_torchrun_worker():
+            return guarded(*args, **kwargs)
+        try:
+            status: object = guarded(*args, **kwargs)
+        except SystemExit as stop:
+            status = stop.code
+        end_worker(status)  # a torchrun worker ends without C++ teardown (itr_common.worker_exit)
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
         installed = False
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
             signal.SIG_DFL,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,14 +11,13 @@ import torch
 from torch import nn
 
 from itr_common import dist
+from itr_common.dist import HOROVOD_RANK_VARS, HOROVOD_SIZE_VARS
 from itr_common.errors import UserError
-from itr_common.testing import stderr_report
+from itr_common.testing import LAUNCH_VARS as KIT_LAUNCH_VARS
+from itr_common.testing import stderr_report, torchrun_env
 
-LAUNCH_VARS = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-    "HOROVOD_RANK", "HOROVOD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE",
-    "PMIX_RANK",
-)
+# every variable a launcher (torchrun, horovodrun, mpirun) sets that init_distributed reads
+LAUNCH_VARS = (*KIT_LAUNCH_VARS, *HOROVOD_RANK_VARS, *HOROVOD_SIZE_VARS)
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
@@ -124,8 +122,7 @@ def test_shutdown_after_skips_the_meeting_when_the_body_fails(monkeypatch):
 def test_a_rank_failing_alone_reports_and_exits_instead_of_hanging(tmp_path):
     """Rank 1 raises while rank 0 is inside a collective: its error line reaches stderr and the run ends non-zero
     within seconds (with the shutdown in a ``finally`` both ranks hung for good, and the error was never shown)."""
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env["OMP_NUM_THREADS"] = "1"
+    env = torchrun_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(WORKER.with_name("failing_rank_worker.py"))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -135,8 +132,7 @@ def test_a_rank_failing_alone_reports_and_exits_instead_of_hanging(tmp_path):
 
 @pytest.mark.dist
 def test_torchrun_two_gloo_processes(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env["OMP_NUM_THREADS"] = "1"
+    env = torchrun_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(WORKER), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)

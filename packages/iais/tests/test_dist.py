@@ -14,10 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from iais_testlib import PACKAGE_DIR, QUICK, train_argv
 
-from itr_common.testing import stderr_report
-
-LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE",
-               "GROUP_RANK", "TORCHELASTIC_RUN_ID")
+from itr_common.testing import stderr_report, torchrun_env
 
 
 def _free_port() -> int:
@@ -51,8 +48,7 @@ def test_gradients_are_averaged_over_processes(tmp_path):
 
 @pytest.mark.dist
 def test_torchrun_two_processes_train_and_evaluate(world, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env["OMP_NUM_THREADS"] = "1"
+    env = torchrun_env()
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "train_itm_hard_negatives.py", *train_argv(world, out, *QUICK, "--IAIS", "distributed")]

@@ -15,10 +15,8 @@ import torch
 import torch.multiprocessing as mp
 from ldot_testlib import CONFIG_DIR, PACKAGE_DIR, QUICK, dropout_configs, pretrain_argv, train_argv
 
-from itr_common.testing import stderr_report
+from itr_common.testing import stderr_report, torchrun_env
 
-LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE",
-               "GROUP_RANK", "TORCHELASTIC_RUN_ID")
 GLOBAL_BATCH, K = 8, 1  # 8 captions, one hard negative per side each
 
 
@@ -95,8 +93,7 @@ def test_gathered_loss_and_gradients_equal_the_global_batch(tmp_path: Path):
 @pytest.mark.dist
 @pytest.mark.slow
 def test_torchrun_two_processes_train(world: Path, tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    env["OMP_NUM_THREADS"] = "1"
+    env = torchrun_env()
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_itm.py",
            *train_argv(world, out, *QUICK, "--train_batch_size", "16")]

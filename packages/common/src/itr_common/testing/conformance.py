@@ -561,6 +561,14 @@ LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
 """What a launcher sets in a worker's environment; a test's own torchrun must not inherit them."""
 
 
+def torchrun_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a test's own torchrun: ``base`` (default :func:`subprocess_env`: one thread, ...) with
+    ``extra``, less :data:`LAUNCH_VARS` (a suite itself run under a launcher must not hand its rank down)."""
+    env = dict(subprocess_env() if base is None else base)
+    env.update(extra)
+    return {key: value for key, value in env.items() if key not in LAUNCH_VARS}
+
+
 def torchrun_command(command: Command, nproc: int = 2) -> list[str]:
     """The single-process command ``[python, script.py | -m module, *args]`` launched as ``nproc`` processes:
     ``[python, -m, torch.distributed.run, --standalone, --nproc_per_node, N, script.py | -m module, *args]``."""
@@ -618,7 +626,7 @@ def check_two_process_resume_exact(command: Callable[[Path, bool], Command], fol
     root.mkdir(parents=True, exist_ok=True)
     load = load or load_checkpoint
     select = select or (lambda state: state)
-    env = {k: v for k, v in dict(env or subprocess_env(CUDA_VISIBLE_DEVICES="")).items() if k not in LAUNCH_VARS}
+    env = torchrun_env(env or subprocess_env(CUDA_VISIBLE_DEVICES=""))
     final_of = final if callable(final) else (lambda run: run / final)
     full, killed = root / "full", root / "killed"
     launch = lambda run, resume: torchrun_command(command(run, resume), nproc)  # noqa: E731
@@ -784,6 +792,7 @@ __all__ = [
     "stderr_report",
     "subprocess_env",
     "torchrun_command",
+    "torchrun_env",
     "tree_listing",
     "worker_pids",
 ]

@@ -26,7 +26,9 @@ status=0
 "$py" -m pytest packages/*/tests --durations=15 "${parallel[@]}" "$@" || status=$?
 # Which floats this machine computes: a learning test's recalls are those of its fingerprint, and another
 # machine's log with another fingerprint explains other numbers; the candidate lines tell which stricter kernel
-# setting, if any, agrees across CPU vendors (itr_common/compare/cpu_env.py, README "make reproduce").
+# setting, if any, agrees across CPU vendors, and the last line which kernel family differs (itr_common/compare/
+# cpu_env.py, README "make reproduce").
 "$py" -m itr_common.compare.cpu_env --compare || echo "ci/test.sh: the numerics fingerprint failed (above)" >&2
 "$py" -m itr_common.compare.cpu_env --candidates || echo "ci/test.sh: the candidate fingerprints failed (above)" >&2
+"$py" -m itr_common.compare.cpu_env --ops || echo "ci/test.sh: the fingerprints by operation failed (above)" >&2
 exit "$status"

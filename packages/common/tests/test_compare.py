@@ -20,7 +20,7 @@ from itr_common.compare import bench_report, cli, cpu_env, plan, realdata, table
 from itr_common.compare.cpu_env import PORTABLE_CPU_ENV, numerics_fingerprint
 from itr_common.compare.plot import label_heights, plot_rows
 from itr_common.metrics import RetrievalResult, evaluate_sims
-from itr_common.testing.conformance import check_usage_error, run_command
+from itr_common.testing.conformance import check_usage_error, run_command, subprocess_env
 
 
 def fake_result(path: Path, signal: float, seed: int = 0, **extras) -> RetrievalResult:
@@ -644,3 +644,25 @@ def test_numerics_fingerprint_is_deterministic_and_the_compare_line_names_both_s
     assert cpu_env.main(["--candidates"]) == 0
     assert capsys.readouterr().out.strip() == (f"numerics fingerprint {found[1]} with ATEN_CPU_CAPABILITY=avx2 "
                                                "MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2")
+
+
+def test_op_fingerprints_name_the_library_that_computes_other_floats():
+    """``--ops``: one fingerprint per kernel family, the same twice; a library's own setting moves only the families
+    that library computes (its inputs come from NumPy, so torch's own vectorised RNG cannot move them all)."""
+    from itr_common.compare.cpu_env import op_fingerprints
+
+    here = op_fingerprints()
+    assert here == op_fingerprints()
+    assert list(here) == ["gemm", "conv1d", "exp", "tanh", "sigmoid", "sum", "gru", "layer_norm", "softmax", "adam"]
+    assert all(re.fullmatch(r"[0-9a-f]{8}", value) for value in here.values())
+
+    def ops_under(**setting: str) -> dict[str, str]:
+        env = {k: v for k, v in subprocess_env(**setting).items() if k not in PORTABLE_CPU_ENV or k in setting}
+        line = run_command([sys.executable, "-m", "itr_common.compare.cpu_env", "--ops"], env=env).stdout.strip()
+        assert line.startswith("numerics fingerprint by operation: "), line
+        return dict(pair.split("=") for pair in line.split(": ", 1)[1].split())
+
+    mkl, onednn = ops_under(MKL_CBWR="COMPATIBLE"), ops_under(ONEDNN_MAX_CPU_ISA="SSE41")
+    defaults = ops_under()
+    assert {k for k in here if mkl[k] != defaults[k]} <= {"gemm", "gru"}  # the GRU's input projections are GEMMs
+    assert {k for k in here if onednn[k] != defaults[k]} <= {"conv1d"}

@@ -21,7 +21,7 @@ table, a different fingerprint means different numbers.
 ``python -m itr_common.compare.cpu_env`` prints ``export`` lines for a shell (``ci/demo.sh``); ``--fingerprint``
 prints this process's fingerprint; ``--compare`` one line with the fingerprints under the pins and under the
 library defaults, ``--candidates`` one line per stricter setting of :data:`CANDIDATE_CPU_ENVS` (``ci/test.sh`` ends
-with both).
+with both), ``--ops`` one fingerprint per kernel family (:func:`op_fingerprints`), to find which kernel differs.
 """
 
 from __future__ import annotations
@@ -96,6 +96,74 @@ def numerics_fingerprint(steps: int = 30) -> str:
         torch.set_num_threads(threads)
 
 
+def _digest(*tensors: object) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().contiguous().numpy().tobytes())  # type: ignore[attr-defined]
+    return digest.hexdigest()[:8]
+
+
+def op_fingerprints() -> dict[str, str]:
+    """8 hex digits per kernel family, each from one call (forward and gradients) on one thread: where two
+    machines' :func:`numerics_fingerprint` differ, the families that differ here say which library computes
+    other floats (``gemm``: MKL; ``conv1d``: oneDNN; ``exp``/``tanh``/``sigmoid``/``sum``: ATen's vectorised
+    kernels; ``gru``, ``layer_norm``, ``softmax``, ``adam``: ATen composites of those). Inputs and weights come
+    from NumPy's seeded generator, not torch's: ``torch.randn`` itself has a vectorised kernel, so its numbers
+    change with ``ATEN_CPU_CAPABILITY`` and would make every family differ at once."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    rng = np.random.default_rng(0)
+
+    def rand(*shape: int, grad: bool = True) -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)).requires_grad_(grad)
+
+    def seeded(module: nn.Module) -> nn.Module:
+        with torch.no_grad():
+            for param in module.parameters():
+                param.copy_(rand(*param.shape, grad=False) * 0.2)
+        return module
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        found: dict[str, str] = {}
+        a, b = rand(64, 96), rand(96, 80)
+        out = a @ b
+        out.backward(torch.ones_like(out))
+        found["gemm"] = _digest(out, a.grad, b.grad)
+        conv, x = seeded(nn.Conv1d(48, 64, 3, padding=1)), rand(8, 48, 12)
+        out = conv(x)
+        out.sum().backward()
+        found["conv1d"] = _digest(out, x.grad, conv.weight.grad)
+        x = rand(4096)
+        for name, fn in (("exp", torch.exp), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid)):
+            found[name] = _digest(fn(x))
+        found["sum"] = _digest(rand(100_003).sum())
+        gru, x = seeded(nn.GRU(16, 24, batch_first=True, bidirectional=True)), rand(4, 7, 16)
+        out = gru(x)[0]
+        out.sum().backward()
+        found["gru"] = _digest(out, x.grad, *(p.grad for p in gru.parameters()))
+        x = rand(32, 128)
+        out = nn.functional.layer_norm(x, (128,))
+        out.pow(2).sum().backward()
+        found["layer_norm"] = _digest(out, x.grad)
+        x = rand(32, 50)
+        out = torch.softmax(x / 3, dim=-1)
+        out.pow(2).sum().backward()
+        found["softmax"] = _digest(out, x.grad)
+        weight = nn.Parameter(rand(256, grad=False))
+        optimizer = torch.optim.Adam([weight], lr=1e-2)
+        for _ in range(3):
+            weight.grad = rand(256, grad=False)
+            optimizer.step()
+        found["adam"] = _digest(weight)
+        return found
+    finally:
+        torch.set_num_threads(threads)
+
+
 def fingerprint_in(env: Mapping[str, str], python: str = sys.executable) -> str:
     """:func:`numerics_fingerprint` computed in a fresh ``python`` process with environment ``env``."""
     done = subprocess.run([python, "-m", "itr_common.compare.cpu_env", "--fingerprint"], env=dict(env),
@@ -137,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="print the fingerprints with the pins and with the library defaults, on one line")
     which.add_argument("--candidates", action="store_true",
                        help="print the fingerprint under each stricter candidate setting, one line each")
+    which.add_argument("--ops", action="store_true",
+                       help="print this process's fingerprint of each kernel family (gemm, conv1d, exp, ...)")
     args = parser.parse_args(argv)
     if args.fingerprint:
         print(numerics_fingerprint())
@@ -144,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(compare_line())
     elif args.candidates:
         print("\n".join(candidate_lines()))
+    elif args.ops:
+        print("numerics fingerprint by operation: " + " ".join(f"{k}={v}" for k, v in op_fingerprints().items()))
     else:
         for key, value in portable_cpu_env().items():
             print(f"export {key}={shlex.quote(value)}")

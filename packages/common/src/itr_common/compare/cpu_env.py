@@ -9,8 +9,9 @@ measured with DIME's learning-test training (seed 0, test rsum), torch 2.13.0:
 
 - on a 2-core Intel Xeon with AVX-512, each of the three pins alone changes the result (library defaults 250.0;
   MKL pinned 232.8, ATen 246.8, oneDNN 259.2; all three 226.4);
-- on a 2-core AMD EPYC without AVX-512, ATen and oneDNN pinned give their defaults' bits and MKL's does not
-  (defaults 204.8, all three pinned 196.0).
+- on a 2-core AMD EPYC (Zen 3) without AVX-512, ATen and oneDNN pinned give their defaults' bits and MKL's does
+  not (defaults 204.8, all three pinned 196.0, on two such machines): there ``MKL_CBWR=AVX2`` changes MKL's
+  matrix-vector products (GEMV) and leaves its matrix products alone (:func:`op_fingerprints`).
 
 So the pins do **not** make these two machines compute the same floats (226.4 against 196.0): MKL's AVX2 branch
 is not the same code on both vendors' CPUs, or another kernel differs. They remove the instruction-set choice
@@ -60,7 +61,8 @@ def portable_cpu_env(environ: Mapping[str, str] | None = None, machine: str | No
 def numerics_fingerprint(steps: int = 30) -> str:
     """12 hex digits of the SHA-256 of a tiny model's weights after ``steps`` Adam steps on seeded random data,
     on one thread: a 1-D convolution (oneDNN), a bidirectional GRU, layer norm, softmax attention and linear layers
-    (MKL GEMM), with ATen's vectorised element-wise kernels throughout. Deterministic on one machine; any different
+    (MKL GEMM), a one-output gate (MKL GEMV: on an AMD EPYC, ``MKL_CBWR=AVX2`` changes GEMV's bits and not GEMM's),
+    with ATen's vectorised element-wise kernels throughout. Deterministic on one machine; any different
     kernel (instruction set, library build, vendor path) gives another value. About a second.
 
     Environment variables that choose kernels (:data:`PORTABLE_CPU_ENV`) are read when the libraries load, so a
@@ -77,13 +79,14 @@ def numerics_fingerprint(steps: int = 30) -> str:
         y = torch.randint(0, 16, (32,), generator=data)
         torch.manual_seed(0)
         conv, gru = nn.Conv1d(48, 64, 3, padding=1), nn.GRU(64, 64, batch_first=True, bidirectional=True)
-        norm, head = nn.LayerNorm(128), nn.Linear(128, 16)
-        params = [*conv.parameters(), *gru.parameters(), *norm.parameters(), *head.parameters()]
+        norm, gate, head = nn.LayerNorm(128), nn.Linear(128, 1), nn.Linear(128, 16)
+        params = [*conv.parameters(), *gru.parameters(), *norm.parameters(), *gate.parameters(), *head.parameters()]
         optimizer = torch.optim.Adam(params, lr=1e-2)
         for _ in range(steps):
             h = torch.relu(conv(x.transpose(1, 2))).transpose(1, 2)  # (32, 12, 64)
             h = norm(gru(h)[0])  # (32, 12, 128)
             h = torch.softmax(h @ h.transpose(1, 2) / 8, dim=-1) @ h
+            h = h * torch.sigmoid(gate(h))  # a one-output layer: matrix-vector products (MKL GEMV)
             loss = nn.functional.cross_entropy(head(h.max(dim=1).values), y)
             optimizer.zero_grad()
             loss.backward()
@@ -106,7 +109,7 @@ def _digest(*tensors: object) -> str:
 def op_fingerprints() -> dict[str, str]:
     """8 hex digits per kernel family, each from one call (forward and gradients) on one thread: where two
     machines' :func:`numerics_fingerprint` differ, the families that differ here say which library computes
-    other floats (``gemm``: MKL; ``conv1d``: oneDNN; ``exp``/``tanh``/``sigmoid``/``sum``: ATen's vectorised
+    other floats (``gemm``, ``gemv``: MKL; ``conv1d``: oneDNN; ``exp``/``tanh``/``sigmoid``/``sum``: ATen's vectorised
     kernels; ``gru``, ``layer_norm``, ``softmax``, ``adam``: ATen composites of those). Inputs and weights come
     from NumPy's seeded generator, not torch's: ``torch.randn`` itself has a vectorised kernel, so its numbers
     change with ``ATEN_CPU_CAPABILITY`` and would make every family differ at once."""
@@ -133,6 +136,10 @@ def op_fingerprints() -> dict[str, str]:
         out = a @ b
         out.backward(torch.ones_like(out))
         found["gemm"] = _digest(out, a.grad, b.grad)
+        a, b = rand(300, 1000), rand(1000)
+        out = a @ b
+        out.sum().backward()
+        found["gemv"] = _digest(out, a.grad, b.grad)
         conv, x = seeded(nn.Conv1d(48, 64, 3, padding=1)), rand(8, 48, 12)
         out = conv(x)
         out.sum().backward()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from itr_common import dist
+from itr_common.errors import cli_entry
 
 GLOBAL_BATCH = 8
 
@@ -64,6 +65,7 @@ def collectives(rank: int) -> dict:
     }
 
 
+@cli_entry  # as every training command: a worker ends through itr_common.worker_exit
 def main(out_dir: str) -> None:
     info = dist.init_distributed(device="cpu")  # gloo even on a GPU machine (2 ranks may share 1 GPU)
     record = {

@@ -64,11 +64,12 @@ def test_outside_torchrun_main_returns_to_the_script_as_always():
                                         "here", "thread finished", "atexit ran"]
 
 
-def test_an_unexpected_exception_in_a_worker_still_shows_its_traceback():
+def test_an_unexpected_exception_in_a_worker_shows_its_traceback_and_exits_1():
     done = _run("crash", worker=True)
     assert done.returncode == 1
-    assert "RuntimeError: unexpected" in done.stderr
-    assert "atexit ran" in done.stdout
+    assert done.stderr.startswith("Traceback (most recent call last):")
+    assert done.stderr.rstrip().endswith("RuntimeError: unexpected")
+    assert done.stdout.splitlines() == ["work done", "thread finished", "atexit ran"]
 
 
 def test_status_code_follows_pythons_rule_for_system_exit(capsys):

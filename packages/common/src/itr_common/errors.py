@@ -80,8 +80,8 @@ def cli_entry(fn: F) -> F:
       object) becomes 0, so a successful run exits 0 and never prints a repr. Functions whose result
       tests or the Python API need are separate (``run(...)``), called by ``main``;
     * in a torchrun worker the process then ends through :func:`itr_common.worker_exit.end_worker` with that
-      status (Python's shutdown steps, no C++ teardown: DDP's leaked gloo threads can abort it otherwise).
-      An unexpected exception still ends it the usual way, with its traceback.
+      status (Python's shutdown steps, no interpreter teardown: DDP's leaked gloo threads can abort it
+      otherwise); an unexpected exception there prints its traceback as Python would and ends it with status 1.
     """
 
     @functools.wraps(fn)
@@ -92,6 +92,9 @@ def cli_entry(fn: F) -> F:
             status: object = guarded(*args, **kwargs)
         except SystemExit as stop:
             status = stop.code
+        except Exception:  # a bug: its traceback as Python prints it, status 1, and no abort after it
+            sys.excepthook(*sys.exc_info())
+            status = 1
         end_worker(status)  # a torchrun worker ends without C++ teardown (itr_common.worker_exit)
 
     def guarded(*args: Any, **kwargs: Any) -> Any:

@@ -658,7 +658,7 @@ def test_op_fingerprints_name_the_library_that_computes_other_floats():
     assert all(re.fullmatch(r"[0-9a-f]{8}", value) for value in here.values())
 
     def ops_under(**setting: str) -> dict[str, str]:
-        env = {k: v for k, v in subprocess_env(**setting).items() if k not in PORTABLE_CPU_ENV or k in setting}
+        env = {**cpu_env.without_pins(subprocess_env()), **setting}
         line = run_command([sys.executable, "-m", "itr_common.compare.cpu_env", "--ops"], env=env).stdout.strip()
         assert line.startswith("numerics fingerprint by operation: "), line
         return dict(pair.split("=") for pair in line.split(": ", 1)[1].split())

@@ -21,8 +21,9 @@ table, a different fingerprint means different numbers.
 
 ``python -m itr_common.compare.cpu_env`` prints ``export`` lines for a shell (``ci/demo.sh``); ``--fingerprint``
 prints this process's fingerprint; ``--compare`` one line with the fingerprints under the pins and under the
-library defaults, ``--candidates`` one line per stricter setting of :data:`CANDIDATE_CPU_ENVS` (``ci/test.sh`` ends
-with both), ``--ops`` one fingerprint per kernel family (:func:`op_fingerprints`), to find which kernel differs.
+library defaults, ``--candidates`` one line per stricter setting of :data:`CANDIDATE_CPU_ENVS`, ``--ops`` one
+fingerprint per kernel family (:func:`op_fingerprints`), to find which kernel differs (``ci/test.sh`` ends with all
+three).
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def numerics_fingerprint(steps: int = 30) -> str:
     import torch
     from torch import nn
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from itr_common.bench import single_thread
+
+    with single_thread():
         data = torch.Generator().manual_seed(0)
         x = torch.randn(32, 12, 48, generator=data)  # (batch, length, features)
         y = torch.randint(0, 16, (32,), generator=data)
@@ -91,19 +92,15 @@ def numerics_fingerprint(steps: int = 30) -> str:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        digest = hashlib.sha256()
-        for p in params:
-            digest.update(p.detach().numpy().tobytes())
-        return digest.hexdigest()[:12]
-    finally:
-        torch.set_num_threads(threads)
+        return _digest(*params, digits=12)
 
 
-def _digest(*tensors: object) -> str:
+def _digest(*tensors: object, digits: int = 8) -> str:
+    """The first ``digits`` hex digits of the SHA-256 of the tensors' bytes, in order."""
     digest = hashlib.sha256()
     for tensor in tensors:
         digest.update(tensor.detach().contiguous().numpy().tobytes())  # type: ignore[attr-defined]
-    return digest.hexdigest()[:8]
+    return digest.hexdigest()[:digits]
 
 
 def op_fingerprints() -> dict[str, str]:
@@ -117,6 +114,8 @@ def op_fingerprints() -> dict[str, str]:
     import torch
     from torch import nn
 
+    from itr_common.bench import single_thread
+
     rng = np.random.default_rng(0)
 
     def rand(*shape: int, grad: bool = True) -> torch.Tensor:
@@ -128,9 +127,7 @@ def op_fingerprints() -> dict[str, str]:
                 param.copy_(rand(*param.shape, grad=False) * 0.2)
         return module
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         found: dict[str, str] = {}
         a, b = rand(64, 96), rand(96, 80)
         out = a @ b
@@ -167,8 +164,6 @@ def op_fingerprints() -> dict[str, str]:
             optimizer.step()
         found["adam"] = _digest(weight)
         return found
-    finally:
-        torch.set_num_threads(threads)
 
 
 def fingerprint_in(env: Mapping[str, str], python: str = sys.executable) -> str:
@@ -178,7 +173,7 @@ def fingerprint_in(env: Mapping[str, str], python: str = sys.executable) -> str:
     return done.stdout.strip()
 
 
-def _without_pins(environ: Mapping[str, str] | None) -> dict[str, str]:
+def without_pins(environ: Mapping[str, str] | None) -> dict[str, str]:
     """``environ`` (default ``os.environ``) less every variable :data:`PORTABLE_CPU_ENV` sets: the library defaults."""
     return {k: v for k, v in (os.environ if environ is None else environ).items() if k not in PORTABLE_CPU_ENV}
 
@@ -189,7 +184,7 @@ def compare_line(environ: Mapping[str, str] | None = None, python: str = sys.exe
 
     from itr_common.bench import cpu_model
 
-    defaults = _without_pins(environ)
+    defaults = without_pins(environ)
     pinned = {**defaults, **portable_cpu_env({}, None)}
     return (f"numerics fingerprint on {cpu_model()} ({platform.machine()}), torch {torch.__version__}: "
             f"{fingerprint_in(pinned, python)} with the AVX2 pins (make reproduce, make demo), "
@@ -198,7 +193,7 @@ def compare_line(environ: Mapping[str, str] | None = None, python: str = sys.exe
 
 def candidate_lines(environ: Mapping[str, str] | None = None, python: str = sys.executable) -> list[str]:
     """One line per :data:`CANDIDATE_CPU_ENVS` setting: its fingerprint, then the setting."""
-    defaults = _without_pins(environ)
+    defaults = without_pins(environ)
     return [f"numerics fingerprint {fingerprint_in({**defaults, **pins}, python)} with "
             + " ".join(f"{k}={v}" for k, v in sorted(pins.items())) for pins in CANDIDATE_CPU_ENVS]
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from itr_common.bench import single_thread
 from itr_common.errors import UserError
 
 Command = Sequence[str | os.PathLike]
@@ -58,17 +59,6 @@ def _require(condition: bool, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- environment
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread (tiny test tensors only contend for the cores otherwise)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def subprocess_env(**extra: str) -> dict[str, str]:
     """``os.environ`` for a child process: one thread, offline Hugging Face, fixed hash seed."""
     env = dict(os.environ)

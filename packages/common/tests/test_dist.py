@@ -14,7 +14,7 @@ from itr_common import dist
 from itr_common.dist import HOROVOD_RANK_VARS, HOROVOD_SIZE_VARS
 from itr_common.errors import UserError
 from itr_common.testing import LAUNCH_VARS as KIT_LAUNCH_VARS
-from itr_common.testing import stderr_report, torchrun_env
+from itr_common.testing import stderr_report, torchrun_command, torchrun_env
 
 # every variable a launcher (torchrun, horovodrun, mpirun) sets that init_distributed reads
 LAUNCH_VARS = (*KIT_LAUNCH_VARS, *HOROVOD_RANK_VARS, *HOROVOD_SIZE_VARS)
@@ -123,8 +123,7 @@ def test_a_rank_failing_alone_reports_and_exits_instead_of_hanging(tmp_path):
     """Rank 1 raises while rank 0 is inside a collective: its error line reaches stderr and the run ends non-zero
     within seconds (with the shutdown in a ``finally`` both ranks hung for good, and the error was never shown)."""
     env = torchrun_env()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(WORKER.with_name("failing_rank_worker.py"))]
+    cmd = torchrun_command([sys.executable, WORKER.with_name("failing_rank_worker.py")])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "error: rank 1: expected a readable record, found a broken one" in proc.stderr
@@ -133,8 +132,7 @@ def test_a_rank_failing_alone_reports_and_exits_instead_of_hanging(tmp_path):
 @pytest.mark.dist
 def test_torchrun_two_gloo_processes(tmp_path):
     env = torchrun_env()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(WORKER), str(tmp_path)]
+    cmd = torchrun_command([sys.executable, WORKER, tmp_path])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from iais_testlib import PACKAGE_DIR, QUICK, train_argv
 
-from itr_common.testing import stderr_report, torchrun_env
+from itr_common.testing import stderr_report, torchrun_command, torchrun_env
 
 
 def _free_port() -> int:
@@ -50,8 +50,8 @@ def test_gradients_are_averaged_over_processes(tmp_path):
 def test_torchrun_two_processes_train_and_evaluate(world, tmp_path):
     env = torchrun_env()
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "train_itm_hard_negatives.py", *train_argv(world, out, *QUICK, "--IAIS", "distributed")]
+    cmd = torchrun_command([sys.executable, "train_itm_hard_negatives.py",
+                            *train_argv(world, out, *QUICK, "--IAIS", "distributed")])
     proc = subprocess.run(cmd, cwd=PACKAGE_DIR, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     assert (out / "ckpt" / "model_step_4_final.pt").is_file() and (out / "ckpt" / "train_state_4.pt").is_file()
@@ -100,7 +100,7 @@ def test_two_process_kill_and_resume_end_bit_identical(world, tmp_path, steps, v
         assert "eval test" not in (tmp_path / "killed.log").read_text(errors="replace")
 
     # without rank 1's file the resume is refused on both ranks in one line (it restarted rank 1's RNG and data before)
-    from itr_common.testing import run_command, subprocess_env, torchrun_command
+    from itr_common.testing import run_command, subprocess_env
 
     (check.resumed.parent / f"train_state_{steps}.rank1.pt").unlink()
     again = run_command(torchrun_command(command(tmp_path / "killed", True)), cwd=PACKAGE_DIR,

@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from ldot_testlib import CONFIG_DIR, PACKAGE_DIR, QUICK, dropout_configs, pretrain_argv, train_argv
 
-from itr_common.testing import stderr_report, torchrun_env
+from itr_common.testing import stderr_report, torchrun_command, torchrun_env
 
 GLOBAL_BATCH, K = 8, 1  # 8 captions, one hard negative per side each
 
@@ -95,8 +95,8 @@ def test_gathered_loss_and_gradients_equal_the_global_batch(tmp_path: Path):
 def test_torchrun_two_processes_train(world: Path, tmp_path: Path):
     env = torchrun_env()
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_itm.py",
-           *train_argv(world, out, *QUICK, "--train_batch_size", "16")]
+    cmd = torchrun_command([sys.executable, "train_itm.py",
+                            *train_argv(world, out, *QUICK, "--train_batch_size", "16")])
     proc = subprocess.run(cmd, cwd=PACKAGE_DIR, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, stderr_report(proc.stderr, 3000)
     state = torch.load(out / "biencoder.last.pt", weights_only=True)

@@ -1,5 +1,5 @@
 """How a console script ends as a torchrun worker (itr_common.worker_exit through cli_entry): the same status,
-output and exit handlers as a normal exit, without the C++ teardown that DDP's leaked gloo threads can abort."""
+output and exit handlers as a normal exit, without the interpreter teardown that DDP's leaked gloo threads can abort."""
 
 from __future__ import annotations
 

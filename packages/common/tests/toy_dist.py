@@ -92,7 +92,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     if info.is_main:
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, out / "final.pt")
     # where a rank stands at the end: a worker that aborted in teardown ("terminate called", DDP's leaked gloo
-    # threads against the C++ destructors; itr_common.worker_exit now ends workers without them) showed here
+    # threads against the interpreter's finalisation; itr_common.worker_exit now ends workers without it) showed here
     # whether it got past the group's destruction
     print(f"rank {info.rank} shutting down", file=sys.stderr, flush=True)
     dist.shutdown()

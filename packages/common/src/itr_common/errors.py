@@ -95,7 +95,7 @@ def cli_entry(fn: F) -> F:
         except Exception:  # a bug: its traceback as Python prints it, status 1, and no abort after it
             sys.excepthook(*sys.exc_info())
             status = 1
-        end_worker(status)  # a torchrun worker ends without C++ teardown (itr_common.worker_exit)
+        end_worker(status)  # a torchrun worker ends without the interpreter's teardown (itr_common.worker_exit)
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         installed = False

@@ -65,7 +65,7 @@ def finish_python_shutdown() -> None:
 
 def end_worker(code: object) -> NoReturn:
     """End this process with ``code`` (a ``SystemExit`` code) after :func:`finish_python_shutdown`, skipping
-    the C++ static destructors (``os._exit``)."""
+    the interpreter's finalisation and the C++ static destructors (``os._exit``)."""
     status = status_code(code)
     finish_python_shutdown()
     os._exit(status)
